@@ -1,0 +1,3 @@
+from memsafe_fix.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Static analysis with ``ast``: imports, test collection, mock usage, markers."""

@@ -1,0 +1,134 @@
+"""Which classes and functions pytest collects as tests, decided from source as pytest would."""
+
+from __future__ import annotations
+
+import ast
+import fnmatch
+from dataclasses import dataclass
+from typing import Optional
+
+from memsafe_fix.analysis.imports import PLAIN_BASES, UNITTEST_CASES
+from memsafe_fix.analysis.module import Def, ModuleAnalysis
+
+
+def matches_prefix_or_glob(name: str, options: tuple[str, ...]) -> bool:
+    """pytest's ``python_classes``/``python_functions`` matching: a prefix, or a glob."""
+    return any(
+        name.startswith(option) or (any(c in option for c in "*?[") and fnmatch.fnmatch(name, option))
+        for option in options
+    )
+
+
+@dataclass
+class BaseInfo:
+    """What is statically known about a class's bases."""
+
+    unittest: bool
+    # Same-module classes in method resolution order, nearest first (the class itself excluded).
+    known: list[Def]
+    # Source text of bases that cannot be resolved inside this file.
+    unknown: list[str]
+
+
+def resolve_bases(cls: Def, module: ModuleAnalysis, _seen: Optional[set[int]] = None) -> BaseInfo:
+    seen = _seen if _seen is not None else {cls.index}
+    info = BaseInfo(unittest=False, known=[], unknown=[])
+    for base in cls.node.bases:
+        name = module.imports.qualify(base)
+        local = module.module_classes.get(base.id) if isinstance(base, ast.Name) else None
+        if name in UNITTEST_CASES:
+            info.unittest = True
+        elif local is not None and local.index not in seen:
+            seen.add(local.index)
+            info.known.append(local)
+            inner = resolve_bases(local, module, seen)
+            info.unittest |= inner.unittest
+            info.known += inner.known
+            info.unknown += inner.unknown
+        elif name in PLAIN_BASES or (name or "").startswith("typing.Generic"):
+            continue
+        elif isinstance(base, ast.Subscript) and module.imports.qualify(base.value) in PLAIN_BASES:
+            continue
+        else:
+            info.unknown.append(ast.unparse(base))
+    return info
+
+
+def is_unittest_class(cls: Def, module: ModuleAnalysis) -> bool:
+    return resolve_bases(cls, module).unittest
+
+
+def _defines(cls: Def, names: tuple[str, ...]) -> bool:
+    return any(child.name in names for child in cls.children) or any(
+        isinstance(stmt, ast.Assign) and any(isinstance(t, ast.Name) and t.id in names for t in stmt.targets)
+        for stmt in cls.node.body
+    )
+
+
+def _test_disabled(cls: Def) -> bool:
+    """``__test__ = False`` in the class body."""
+    for stmt in cls.node.body:
+        if (
+            isinstance(stmt, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id == "__test__" for t in stmt.targets)
+            and isinstance(stmt.value, ast.Constant)
+            and not stmt.value.value
+        ):
+            return True
+    return False
+
+
+def is_collected_class(cls: Def, module: ModuleAnalysis) -> bool:
+    """pytest collects module-level classes (and classes nested in collected ones) that are
+    ``unittest.TestCase`` subclasses, or match ``python_classes`` and have no ``__init__``/``__new__``."""
+    if not cls.is_class or cls.in_function or _test_disabled(cls):
+        return False
+    if cls.parent is not None and not (
+        is_collected_class(cls.parent, module) and not is_unittest_class(cls.parent, module)
+    ):
+        return False
+    bases = resolve_bases(cls, module)
+    if bases.unittest:
+        return True
+    if not matches_prefix_or_glob(cls.name, module.settings.python_classes):
+        return False
+    return not any(_defines(c, ("__init__", "__new__")) for c in [cls, *bases.known])
+
+
+def is_test_function(func: Def, module: ModuleAnalysis) -> bool:
+    """A module-level function pytest collects as a test."""
+    return (
+        not func.is_class
+        and func.parent is None
+        and matches_prefix_or_glob(func.name, module.settings.python_functions)
+        and not is_fixture(func, module)
+    )
+
+
+def is_fixture(func: Def, module: ModuleAnalysis) -> bool:
+    for decorator in func.node.decorator_list:
+        target = decorator.func if isinstance(decorator, ast.Call) else decorator
+        if module.imports.qualify(target) in ("pytest.fixture", "pytest_asyncio.fixture"):
+            return True
+    return False
+
+
+def fixture_name(func: Def, module: ModuleAnalysis) -> str:
+    for decorator in func.node.decorator_list:
+        if isinstance(decorator, ast.Call):
+            for keyword in decorator.keywords:
+                if keyword.arg == "name" and isinstance(keyword.value, ast.Constant):
+                    return str(keyword.value.value)
+    return func.name
+
+
+def has_own_yield(func: Def) -> bool:
+    """Whether the function body itself (not a nested function) contains ``yield``."""
+    stack: list[ast.AST] = list(func.node.body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.Yield, ast.YieldFrom)):
+            return True
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            stack.extend(ast.iter_child_nodes(node))
+    return False

@@ -1,0 +1,103 @@
+"""What the module's top-level imports bind, so rules can resolve names without importing code.
+
+Only unconditional top-level imports count: a name imported inside a function or under
+``if TYPE_CHECKING:`` is not available where the rules need it.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+from typing import Optional
+
+MOCK_MODULES = frozenset({"unittest.mock", "mock"})
+# Callables that create or patch mocks; ``patch`` covers ``patch.object``/``.multiple``/``.dict``.
+MOCK_FACTORIES = frozenset(
+    {
+        "Mock",
+        "MagicMock",
+        "AsyncMock",
+        "NonCallableMock",
+        "NonCallableMagicMock",
+        "PropertyMock",
+        "ThreadingMock",
+        "create_autospec",
+        "patch",
+    }
+)
+UNITTEST_CASES = frozenset(
+    {
+        "unittest.TestCase",
+        "unittest.IsolatedAsyncioTestCase",
+        "unittest.case.TestCase",
+        "unittest.async_case.IsolatedAsyncioTestCase",
+        "django.test.TestCase",
+        "django.test.SimpleTestCase",
+        "django.test.TransactionTestCase",
+        "django.test.LiveServerTestCase",
+        "rest_framework.test.APITestCase",
+    }
+)
+# Bases that are known not to define ``teardown_method``.
+PLAIN_BASES = frozenset({"object", "abc.ABC", "typing.Generic", "typing.Protocol"})
+
+
+@dataclass
+class ImportTable:
+    """Maps local names bound by top-level imports to the dotted names they stand for."""
+
+    bound: dict[str, str] = field(default_factory=dict)
+    star_mock: bool = False
+
+    @classmethod
+    def from_module(cls, tree: ast.Module) -> "ImportTable":
+        table = cls()
+        for stmt in tree.body:
+            if isinstance(stmt, ast.Import):
+                for alias in stmt.names:
+                    if alias.asname:
+                        table.bound[alias.asname] = alias.name
+                    else:
+                        top = alias.name.split(".")[0]
+                        table.bound[top] = top
+            elif isinstance(stmt, ast.ImportFrom) and stmt.level == 0 and stmt.module:
+                for alias in stmt.names:
+                    if alias.name == "*":
+                        if stmt.module in MOCK_MODULES:
+                            table.star_mock = True
+                        continue
+                    table.bound[alias.asname or alias.name] = f"{stmt.module}.{alias.name}"
+        if table.star_mock:
+            for name in MOCK_FACTORIES:
+                table.bound.setdefault(name, f"unittest.mock.{name}")
+        return table
+
+    def qualify(self, node: ast.expr) -> Optional[str]:
+        """The dotted name an expression refers to (``m.patch.object`` -> ``unittest.mock.patch.object``)."""
+        parts: list[str] = []
+        while isinstance(node, ast.Attribute):
+            parts.append(node.attr)
+            node = node.value
+        if not isinstance(node, ast.Name):
+            return None
+        parts.append(self.bound.get(node.id, node.id))
+        return ".".join(reversed(parts))
+
+    def is_mock_factory(self, node: ast.expr) -> bool:
+        """Whether ``node`` names a mock class, ``create_autospec`` or a ``patch`` form."""
+        name = self.qualify(node)
+        if name is None or "." not in name:
+            return False
+        for module in MOCK_MODULES:
+            prefix = module + "."
+            if name.startswith(prefix):
+                return name[len(prefix) :].split(".")[0] in MOCK_FACTORIES
+        return False
+
+    def alias_for(self, dotted: str) -> Optional[str]:
+        """A local name bound to exactly ``dotted``: ``import gc as _gc`` gives ``_gc`` for
+        ``gc``, ``from os import getenv`` gives ``getenv`` for ``os.getenv``."""
+        for local, target in self.bound.items():
+            if target == dotted:
+                return local
+        return None

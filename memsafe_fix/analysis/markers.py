@@ -1,0 +1,79 @@
+"""pytest markers as written in source: decorators, class ``pytestmark`` and module ``pytestmark``."""
+
+from __future__ import annotations
+
+import ast
+from typing import Optional
+
+from memsafe_fix.analysis.module import Def, ModuleAnalysis
+
+XDIST_WORKER_VARIABLE = "PYTEST_XDIST_WORKER"
+
+
+def _resolve(expr: ast.expr, module: ModuleAnalysis) -> ast.expr:
+    """Follow a bare name to its module-level value (``slow = pytest.mark.performance``)."""
+    if isinstance(expr, ast.Name) and expr.id in module.module_assignments:
+        return module.module_assignments[expr.id]
+    return expr
+
+
+def marker_name(expr: ast.expr, module: ModuleAnalysis) -> Optional[str]:
+    """``performance`` for ``@pytest.mark.performance``, ``@mark.performance(...)`` and the like."""
+    expr = _resolve(expr, module)
+    if isinstance(expr, ast.Call):
+        expr = expr.func
+    name = module.imports.qualify(expr)
+    if name and name.startswith("pytest.mark.") and name.count(".") == 2:
+        return name.rsplit(".", 1)[1]
+    return None
+
+
+def pytestmark_assignment(body: list[ast.stmt]) -> Optional[ast.Assign]:
+    """The last ``pytestmark = ...`` directly in ``body``, which is the one pytest sees."""
+    found = None
+    for stmt in body:
+        if isinstance(stmt, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "pytestmark" for t in stmt.targets):
+            found = stmt
+    return found
+
+
+def pytestmark_marks(body: list[ast.stmt]) -> list[ast.expr]:
+    assignment = pytestmark_assignment(body)
+    if assignment is None:
+        return []
+    value = assignment.value
+    return list(value.elts) if isinstance(value, (ast.List, ast.Tuple)) else [value]
+
+
+def is_xdist_skip(expr: ast.expr, module: ModuleAnalysis) -> bool:
+    """A ``skipif`` whose condition mentions ``PYTEST_XDIST_WORKER`` in any spelling
+    (``os.getenv``, ``os.environ.get``, ``in os.environ``, a string condition, a variable)."""
+    expr = _resolve(expr, module)
+    if marker_name(expr, module) != "skipif" or not isinstance(expr, ast.Call):
+        return False
+    conditions = [*expr.args, *(k.value for k in expr.keywords if k.arg == "condition")]
+    for condition in conditions:
+        for node in ast.walk(_resolve(condition, module)):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and XDIST_WORKER_VARIABLE in node.value:
+                return True
+    return False
+
+
+def marks_of(scope: Optional[Def], module: ModuleAnalysis) -> list[ast.expr]:
+    """Markers applied directly at one level: a def's decorators plus a class's ``pytestmark``,
+    or, for ``scope=None``, the module's ``pytestmark``."""
+    if scope is None:
+        return pytestmark_marks(module.tree.body)
+    marks = list(scope.node.decorator_list)
+    if scope.is_class:
+        marks += pytestmark_marks(scope.node.body)
+    return marks
+
+
+def inherited_marks(scope: Optional[Def], module: ModuleAnalysis) -> list[ast.expr]:
+    """Every marker that applies to ``scope``'s tests: its own, its enclosing classes', the module's."""
+    marks = marks_of(None, module)
+    while scope is not None:
+        marks += marks_of(scope, module)
+        scope = scope.parent
+    return marks

@@ -1,0 +1,57 @@
+"""Does a piece of code create or patch mocks?
+
+Counts references to the mock factories in every import form (see ``imports.py``), pytest-mock's
+``mocker`` fixtures, and calls of same-module helpers and fixtures that themselves create mocks.
+"""
+
+from __future__ import annotations
+
+import ast
+from functools import cached_property
+
+from memsafe_fix.analysis.collection import fixture_name, is_fixture
+from memsafe_fix.analysis.module import ModuleAnalysis
+
+MOCKER_FIXTURES = frozenset({"mocker", "class_mocker", "module_mocker", "package_mocker", "session_mocker"})
+
+
+class MockUsage:
+    def __init__(self, module: ModuleAnalysis) -> None:
+        self.module = module
+
+    def _references_mocks(self, node: ast.AST, helpers: frozenset[str], skip: frozenset[ast.AST]) -> bool:
+        stack = [node]
+        imports = self.module.imports
+        while stack:
+            current = stack.pop()
+            if current in skip:
+                continue
+            if isinstance(current, ast.Name):
+                if current.id in helpers or imports.is_mock_factory(current):
+                    return True
+            elif isinstance(current, ast.Attribute) and isinstance(current.value, (ast.Name, ast.Attribute)):
+                if imports.is_mock_factory(current):
+                    return True
+            elif isinstance(current, ast.arg) and (current.arg in MOCKER_FIXTURES or current.arg in helpers):
+                return True
+            stack.extend(ast.iter_child_nodes(current))
+        return False
+
+    @cached_property
+    def helpers(self) -> frozenset[str]:
+        """Module-level functions and fixtures that create mocks, followed transitively."""
+        found: set[str] = set()
+        functions = [d for d in self.module.top_level if not d.is_class]
+        changed = True
+        while changed:
+            changed = False
+            for func in functions:
+                names = {func.name, fixture_name(func, self.module)} if is_fixture(func, self.module) else {func.name}
+                if not names <= found and self._references_mocks(func.node, frozenset(found), frozenset()):
+                    found |= names
+                    changed = True
+        return frozenset(found)
+
+    def uses_mocks(self, node: ast.AST, skip: frozenset[ast.AST] = frozenset()) -> bool:
+        """Whether ``node`` (minus the subtrees in ``skip``) creates or patches mocks."""
+        return self._references_mocks(node, self.helpers, skip)

@@ -1,0 +1,130 @@
+"""One ``ast`` pass over a file, shared by every rule."""
+
+from __future__ import annotations
+
+import ast
+import io
+import re
+import tokenize
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Iterator, Optional, Union
+
+from memsafe_fix.analysis.imports import ImportTable
+from memsafe_fix.config import Settings
+
+DefNode = Union[ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef]
+_SUPPRESSION = re.compile(r"#\s*memsafe:\s*ignore(?:\[([A-Za-z0-9,\s]*)\])?")
+
+
+@dataclass(eq=False)
+class Def:
+    """A ``class`` or ``def`` statement; ``index`` is its position in source order."""
+
+    index: int
+    node: DefNode
+    parent: Optional["Def"]
+    children: list["Def"] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.node.name
+
+    @property
+    def is_class(self) -> bool:
+        return isinstance(self.node, ast.ClassDef)
+
+    @property
+    def in_function(self) -> bool:
+        parent = self.parent
+        while parent is not None:
+            if not parent.is_class:
+                return True
+            parent = parent.parent
+        return False
+
+    def methods(self) -> dict[str, "Def"]:
+        """Functions defined directly in this class body (the last definition of a name wins)."""
+        return {child.name: child for child in self.children if not child.is_class}
+
+    @property
+    def header_lines(self) -> range:
+        """Lines from the first decorator to the end of the ``class``/``def`` line."""
+        first = min([d.lineno for d in self.node.decorator_list] + [self.node.lineno])
+        body_line = self.node.body[0].lineno
+        return range(first, max(self.node.lineno, body_line - 1) + 1)
+
+
+class ModuleAnalysis:
+    def __init__(self, source: str, settings: Settings, module_name: str = "") -> None:
+        self.source = source
+        self.settings = settings
+        self.module_name = module_name
+        self.tree = ast.parse(source)
+        self.imports = ImportTable.from_module(self.tree)
+        self.defs: list[Def] = []
+        self.top_level: list[Def] = []
+        self._collect_defs(self.tree, None)
+        self._suppressed = _suppressions(source) if "memsafe:" in source else {}
+
+    def _collect_defs(self, node: ast.AST, parent: Optional[Def]) -> None:
+        # ``class``/``def`` only occur in statement bodies, whose fields ``iter_child_nodes``
+        # yields in source order, so this preorder walk numbers them as LibCST visits them.
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                entry = Def(len(self.defs), child, parent)
+                self.defs.append(entry)
+                (parent.children if parent else self.top_level).append(entry)
+                self._collect_defs(child, entry)
+            elif isinstance(child, ast.stmt):
+                self._collect_defs(child, parent)
+
+    @cached_property
+    def module_classes(self) -> dict[str, Def]:
+        return {d.name: d for d in self.top_level if d.is_class}
+
+    @cached_property
+    def module_assignments(self) -> dict[str, ast.expr]:
+        """Top-level ``NAME = value`` bindings, for markers and conditions kept in variables."""
+        found: dict[str, ast.expr] = {}
+        for stmt in self.tree.body:
+            if isinstance(stmt, ast.Assign):
+                for target in stmt.targets:
+                    if isinstance(target, ast.Name):
+                        found[target.id] = stmt.value
+        return found
+
+    def suppressed(self, code: str, lines: Iterator[int]) -> bool:
+        for line in lines:
+            codes = self._suppressed.get(line, ())
+            if codes is None or code in codes:
+                return True
+        return False
+
+    def position(self, node: ast.AST) -> tuple[int, int]:
+        """1-based line and character column (``ast`` columns count UTF-8 bytes)."""
+        line = self.lines[node.lineno - 1] if node.lineno <= len(self.lines) else ""
+        col = len(line.encode("utf-8")[: node.col_offset].decode("utf-8", "replace"))
+        return node.lineno, col + 1
+
+    @cached_property
+    def lines(self) -> list[str]:
+        return self.source.splitlines()
+
+
+def _suppressions(source: str) -> dict[int, Optional[frozenset[str]]]:
+    """Lines carrying ``# memsafe: ignore`` (None: every rule) or ``ignore[MSF001,...]``."""
+    found: dict[int, Optional[frozenset[str]]] = {}
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
+    except (tokenize.TokenError, SyntaxError):
+        return found
+    for token in tokens:
+        if token.type == tokenize.COMMENT:
+            match = _SUPPRESSION.search(token.string)
+            if match:
+                codes = match.group(1)
+                found[token.start[0]] = (
+                    None if codes is None else frozenset(c.strip().upper() for c in codes.split(",") if c.strip())
+                )
+    return found

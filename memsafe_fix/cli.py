@@ -1,0 +1,105 @@
+"""The ``memsafe-fix`` command: parse options, run the engine, print, pick the exit code."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from memsafe_fix import __version__
+from memsafe_fix.config import ConfigError, settings_for
+from memsafe_fix.discovery import MissingPath, discover
+from memsafe_fix.engine import Job, Mode, run
+from memsafe_fix.report import check_summary, diff_summary, format_finding, write_summary
+
+EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+
+app = typer.Typer(add_completion=False, context_settings={"help_option_names": ["-h", "--help"]})
+
+
+def _display(path: Path) -> str:
+    """The path relative to the current directory when it is inside it, with ``/`` separators."""
+    absolute = path.resolve()
+    try:
+        return absolute.relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return str(path) if not path.is_absolute() else absolute.as_posix()
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"memsafe-fix {__version__}")
+        raise typer.Exit()
+
+
+@app.command()
+def memsafe_fix(
+    paths: Optional[List[Path]] = typer.Argument(None, help="Files or directories (default: the current directory)."),
+    check: bool = typer.Option(False, "--check", help="Report findings; exit 1 if any (the default)."),
+    diff: bool = typer.Option(False, "--diff", help="Print the fixes as unified diffs without writing; exit 1 if any."),
+    write: bool = typer.Option(False, "--write", help="Apply the fixes in place; exit 1 if unfixable findings remain."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Use this pyproject.toml instead of the nearest one."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks for internal errors."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
+    ),
+) -> None:
+    """Apply the pytest-xdist memory-safety pattern to test files (xdist_group markers,
+    gc teardowns, performance-test skips under xdist)."""
+    if check + diff + write > 1:
+        raise typer.BadParameter("use only one of --check, --diff and --write")
+    mode = Mode.WRITE if write else Mode.DIFF if diff else Mode.CHECK
+    try:
+        exit_code = _run(paths or [Path(".")], mode, config.resolve() if config else None, verbose)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        exit_code = EXIT_ERROR
+    raise typer.Exit(exit_code)
+
+
+def _run(paths: list[Path], mode: Mode, config: Optional[Path], verbose: bool) -> int:
+    errors: list[str] = []
+    jobs: list[Job] = []
+    for found in discover(paths, config):
+        if isinstance(found, MissingPath):
+            errors.append(f"{found.path}:1:1: error: no such file or directory")
+            continue
+        settings = settings_for(found.parent, config)
+        jobs.append(Job(found, _display(found), settings, mode, verbose))
+    findings = fixed = changed = 0
+    fixable = 0
+    for result in run(jobs):
+        if result.error:
+            errors.append(result.error)
+            continue
+        if result.diff:
+            sys.stdout.write(result.diff)
+        changed += bool(result.fixed)
+        fixed += len(result.fixed)
+        findings += len(result.findings)
+        fixable += sum(f.fixable for f in result.findings)
+        for finding in result.findings:
+            if mode is Mode.CHECK or not finding.fixable:
+                typer.echo(
+                    format_finding(result.display, finding), file=sys.stderr if mode is Mode.DIFF else sys.stdout
+                )
+    for error in errors:
+        typer.echo(error, err=True)
+    if mode is Mode.CHECK:
+        typer.echo(check_summary(findings, fixable, len(jobs)))
+        outcome = EXIT_FINDINGS if findings else EXIT_CLEAN
+    elif mode is Mode.DIFF:
+        typer.echo(diff_summary(fixed, changed, findings), err=True)
+        outcome = EXIT_FINDINGS if changed else EXIT_CLEAN
+    else:
+        typer.echo(write_summary(fixed, changed, findings))
+        outcome = EXIT_FINDINGS if findings else EXIT_CLEAN
+    return EXIT_ERROR if errors else outcome
+
+
+def main() -> None:
+    os.environ.setdefault("PYTHONIOENCODING", "utf-8")
+    app(prog_name="memsafe-fix")

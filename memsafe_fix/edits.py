@@ -1,0 +1,78 @@
+"""Findings and the edits that fix them.
+
+Rules find problems with ``ast`` and describe fixes as edits addressed by *definition index*:
+the position of a ``class``/``def`` statement among all of them in source order, which is the
+same whether the file is walked by ``ast`` or by LibCST. Only a file with edits is parsed by
+LibCST (see ``fixer.py``), once, with every rule's edits applied in one pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Union
+
+
+@dataclass(frozen=True)
+class InsertDecorator:
+    """Insert ``code`` (an expression) as a decorator at ``position`` in the decorator list."""
+
+    target: int
+    position: int
+    code: str
+
+
+@dataclass(frozen=True)
+class AppendStatements:
+    """Append statements to the end of a function body (before a trailing ``return``)."""
+
+    target: int
+    code: str
+    replace_placeholder: bool = True
+
+
+@dataclass(frozen=True)
+class InsertMethod:
+    """Insert a method into a class: after the method with definition index ``after``, or,
+    when ``after`` is None, after the leading docstring and class attributes."""
+
+    target: int
+    after: Optional[int]
+    code: str
+
+
+@dataclass(frozen=True)
+class ExtendPytestmark:
+    """Add ``code`` to the ``pytestmark`` assigned in a class (``target``) or the module (None)."""
+
+    target: Optional[int]
+    code: str
+
+
+@dataclass(frozen=True)
+class InsertModuleStatement:
+    """Insert a top-level statement after the module's leading imports."""
+
+    code: str
+
+
+Edit = Union[InsertDecorator, AppendStatements, InsertMethod, ExtendPytestmark, InsertModuleStatement]
+
+
+@dataclass(frozen=True)
+class Fix:
+    edits: tuple[Edit, ...]
+    # Modules (``gc``, ``os``, ``pytest``) that must be imported for the edits' code to run.
+    imports: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Finding:
+    code: str
+    line: int
+    col: int
+    message: str
+    fix: Optional[Fix] = field(default=None, compare=False)
+
+    @property
+    def fixable(self) -> bool:
+        return self.fix is not None

@@ -1,0 +1,153 @@
+"""Process files: analyse with ``ast``, fix with LibCST only when needed, verify, diff, write."""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import tokenize
+import traceback
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Iterator, Optional
+
+import libcst as cst
+
+from memsafe_fix.analysis.module import ModuleAnalysis
+from memsafe_fix.analysis.project import first_party_names
+from memsafe_fix.config import Settings
+from memsafe_fix.edits import Finding
+from memsafe_fix.fixer import FixError, apply_fixes
+from memsafe_fix.report import unified_diff
+from memsafe_fix.rules import ALL_RULES, Context
+
+# Below this many files, starting worker processes costs more than it saves.
+PARALLEL_THRESHOLD = 32
+
+
+class Mode(str, Enum):
+    CHECK = "check"
+    DIFF = "diff"
+    WRITE = "write"
+
+
+@dataclass
+class FileResult:
+    display: str
+    # Findings left after this run (for CHECK: all of them).
+    findings: list[Finding] = field(default_factory=list)
+    # Findings fixed (WRITE) or that would be fixed (DIFF).
+    fixed: list[Finding] = field(default_factory=list)
+    diff: str = ""
+    error: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Job:
+    path: Path
+    display: str
+    settings: Settings
+    mode: Mode
+    verbose: bool = False
+
+
+def check_source(source: str, settings: Settings, module_name: str) -> list[Finding]:
+    """Every enabled rule's findings for one file's text, in source order."""
+    context = Context(ModuleAnalysis(source, settings, module_name))
+    findings = [f for rule in ALL_RULES if settings.rule_enabled(rule.code) for f in rule.check(context)]
+    return sorted(findings, key=lambda f: (f.line, f.col, f.code))
+
+
+def fix_source(
+    source: str, settings: Settings, module_name: str, first_party: frozenset[str] = frozenset()
+) -> tuple[str, list[Finding], list[Finding]]:
+    """(new source, findings fixed, findings remaining). Raises ``SyntaxError`` for bad input
+    and ``FixError`` when the result would not compile or would not be stable."""
+    findings = check_source(source, settings, module_name)
+    fixable = [f for f in findings if f.fix is not None]
+    if not fixable:
+        return source, [], findings
+    new_source = apply_fixes(source, [f.fix for f in fixable if f.fix is not None], first_party)
+    try:
+        compile(new_source, module_name, "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        compile(source, module_name, "exec", dont_inherit=True)  # the input's own error wins
+        raise FixError(f"the fixed file would not compile ({exc.msg}, line {exc.lineno})") from exc
+    remaining = check_source(new_source, settings, module_name)
+    if any(f.fix is not None for f in remaining):
+        raise FixError(f"fixing is not stable: {remaining[0].code} still applies at line {remaining[0].line}")
+    return new_source, fixable, remaining
+
+
+def read_source(data: bytes) -> tuple[str, str]:
+    """Decode like Python does (BOM, coding cookie); returns (text, encoding to write back)."""
+    encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
+    return data.decode(encoding), encoding
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` via a temporary file and rename, keeping its mode."""
+    mode = path.stat().st_mode
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".memsafe-tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(temporary, mode & 0o7777)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def process(job: Job) -> FileResult:
+    result = FileResult(job.display)
+    try:
+        data = job.path.read_bytes()
+        source, encoding = read_source(data)
+    except OSError as exc:
+        result.error = f"{job.display}:1:1: error: cannot read file: {exc.strerror or exc}"
+        return result
+    except (SyntaxError, UnicodeDecodeError, LookupError) as exc:
+        result.error = f"{job.display}:1:1: error: cannot decode file: {exc}"
+        return result
+    module_name = job.path.stem
+    try:
+        if job.mode is Mode.CHECK:
+            result.findings = check_source(source, job.settings, module_name)
+            return result
+        first_party = first_party_names(job.path.parent.resolve())
+        new_source, result.fixed, result.findings = fix_source(source, job.settings, module_name, first_party)
+        if new_source == source:
+            return result
+        if job.mode is Mode.DIFF:
+            result.diff = unified_diff(source, new_source, job.display)
+        else:
+            write_atomically(job.path, new_source.encode(encoding))
+        return result
+    except SyntaxError as exc:
+        line, col = exc.lineno or 1, (exc.offset or 1)
+        result.error = f"{job.display}:{line}:{col}: syntax error: {exc.msg}"
+    except ValueError as exc:  # e.g. null bytes, which ast rejects with ValueError on 3.11
+        result.error = f"{job.display}:1:1: syntax error: {exc}"
+    except cst.ParserSyntaxError as exc:
+        result.error = f"{job.display}:{exc.raw_line}:{exc.raw_column + 1}: syntax error: {exc.message}"
+    except Exception as exc:  # a bug on one file must not stop the run or touch the file
+        detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)) if job.verbose else ""
+        result.error = (
+            f"{job.display}:1:1: internal error: {exc}; file left unchanged{chr(10) + detail if detail else ''}"
+        )
+    result.fixed, result.findings = [], []
+    return result
+
+
+def run(jobs: list[Job]) -> Iterator[FileResult]:
+    """Results in the order of ``jobs``; files are processed in parallel when there are many."""
+    workers = os.cpu_count() or 1
+    if len(jobs) < PARALLEL_THRESHOLD or workers == 1:
+        yield from map(process, jobs)
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        yield from pool.map(process, jobs, chunksize=max(1, len(jobs) // (workers * 8)))

@@ -1,0 +1,313 @@
+"""Apply planned edits to a file with LibCST, in one parse and one pass, keeping everything
+the edits do not touch (comments, blank lines, quotes, line endings) byte for byte."""
+
+from __future__ import annotations
+
+import sys
+from collections import defaultdict
+from typing import Iterable, Optional, Sequence, Union
+
+import libcst as cst
+
+from memsafe_fix.edits import (
+    AppendStatements,
+    Edit,
+    ExtendPytestmark,
+    Fix,
+    InsertDecorator,
+    InsertMethod,
+    InsertModuleStatement,
+)
+
+DefNode = Union[cst.ClassDef, cst.FunctionDef]
+_STDLIB = frozenset(getattr(sys, "stdlib_module_names", ())) or frozenset(
+    {"abc", "asyncio", "collections", "contextlib", "functools", "gc", "io", "json", "logging", "os", "pathlib",
+     "re", "sys", "tempfile", "time", "typing", "unittest", "warnings"}
+)  # fmt: skip
+
+
+class FixError(Exception):
+    """The planned edits do not match the file (a bug in memsafe-fix, never the user's)."""
+
+
+def apply_fixes(source: str, fixes: Iterable[Fix], first_party: frozenset[str] = frozenset()) -> str:
+    """``first_party``: top-level names of the project's own modules, which isort-style
+    import sections keep apart from third-party imports."""
+    fixes = list(fixes)
+    module = cst.parse_module(source)
+    edits = [edit for fix in fixes for edit in fix.edits]
+    imports = list(dict.fromkeys(name for fix in fixes for name in fix.imports))
+    updated = module.visit(_EditApplier(edits))
+    body = list(updated.body)
+    for name in imports:
+        body = _insert_import(body, name, first_party)
+    module_statements = [e for e in edits if isinstance(e, InsertModuleStatement)]
+    for edit in module_statements:
+        body = _insert_after_imports(body, edit.code)
+    return updated.with_changes(body=body).code
+
+
+def _blank() -> cst.EmptyLine:
+    return cst.EmptyLine(indent=False, whitespace=cst.SimpleWhitespace(""), comment=None)
+
+
+def _ensure_blank_lines(stmt: cst.CSTNode, count: int) -> cst.CSTNode:
+    """Give ``stmt`` at least ``count`` blank lines above it (and above its comments)."""
+    leading = list(stmt.leading_lines)
+    blanks = 0
+    while blanks < len(leading) and leading[blanks].comment is None:
+        blanks += 1
+    if blanks >= count:
+        return stmt
+    return stmt.with_changes(leading_lines=[_blank()] * (count - blanks) + leading)
+
+
+def _as_indented(block: cst.BaseSuite) -> cst.IndentedBlock:
+    """``def f(): pass`` -> an indented block, so statements can be added to it."""
+    if isinstance(block, cst.IndentedBlock):
+        return block
+    assert isinstance(block, cst.SimpleStatementSuite)
+    return cst.IndentedBlock(body=[cst.SimpleStatementLine(body=list(block.body))], header=block.trailing_whitespace)
+
+
+def _is_placeholder(stmt: cst.BaseStatement) -> bool:
+    return isinstance(stmt, cst.SimpleStatementLine) and all(
+        isinstance(s, cst.Pass) or (isinstance(s, cst.Expr) and isinstance(s.value, cst.Ellipsis)) for s in stmt.body
+    )
+
+
+def _is_docstring(stmt: cst.BaseStatement) -> bool:
+    return (
+        isinstance(stmt, cst.SimpleStatementLine)
+        and len(stmt.body) == 1
+        and isinstance(stmt.body[0], cst.Expr)
+        and isinstance(stmt.body[0].value, (cst.SimpleString, cst.ConcatenatedString))
+    )
+
+
+class _EditApplier(cst.CSTTransformer):
+    def __init__(self, edits: Sequence[Edit]) -> None:
+        self.edits: dict[Optional[int], list[Edit]] = defaultdict(list)
+        for edit in edits:
+            if not isinstance(edit, InsertModuleStatement):
+                self.edits[edit.target].append(edit)
+        self.next_index = 0
+        self.open_defs: list[int] = []
+        # id() of each (updated) def node placed in the tree -> its definition index.
+        self.index_of: dict[int, int] = {}
+        self.kept: list[cst.CSTNode] = []
+
+    def _enter(self) -> None:
+        self.open_defs.append(self.next_index)
+        self.next_index += 1
+
+    def visit_ClassDef(self, node: cst.ClassDef) -> None:
+        self._enter()
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        self._enter()
+
+    def leave_ClassDef(self, original_node: cst.ClassDef, updated_node: cst.ClassDef) -> cst.ClassDef:
+        return self._leave(updated_node)
+
+    def leave_FunctionDef(self, original_node: cst.FunctionDef, updated_node: cst.FunctionDef) -> cst.FunctionDef:
+        return self._leave(updated_node)
+
+    def leave_Module(self, original_node: cst.Module, updated_node: cst.Module) -> cst.Module:
+        for edit in self.edits.pop(None, []):
+            assert isinstance(edit, ExtendPytestmark)
+            updated_node = updated_node.with_changes(body=_extend_pytestmark(list(updated_node.body), edit.code))
+        return updated_node
+
+    def _leave(self, node: DefNode) -> DefNode:
+        index = self.open_defs.pop()
+        edits = self.edits.pop(index, [])
+        decorators = [e for e in edits if isinstance(e, InsertDecorator)]
+        if decorators:
+            node = node.with_changes(decorators=_insert_decorators(node.decorators, decorators))
+        for edit in edits:
+            if isinstance(edit, AppendStatements):
+                node = node.with_changes(body=_append_statements(node.body, edit.code))
+            elif isinstance(edit, InsertMethod):
+                node = node.with_changes(body=self._insert_method(node.body, edit))
+            elif isinstance(edit, ExtendPytestmark):
+                body = _as_indented(node.body)
+                node = node.with_changes(body=body.with_changes(body=_extend_pytestmark(list(body.body), edit.code)))
+        self.index_of[id(node)] = index
+        self.kept.append(node)  # keep ids unique while index_of refers to them
+        return node
+
+    def _insert_method(self, suite: cst.BaseSuite, edit: InsertMethod) -> cst.IndentedBlock:
+        block = _as_indented(suite)
+        body = list(block.body)
+        if edit.after is not None:
+            positions = [i for i, stmt in enumerate(body) if self.index_of.get(id(stmt)) == edit.after]
+            if not positions:
+                raise FixError(f"method #{edit.after} not found in its class")
+            position = positions[0] + 1
+        else:
+            position = 0
+            while position < len(body) and isinstance(body[position], cst.SimpleStatementLine):
+                position += 1
+        method = cst.parse_statement(edit.code)
+        if position > 0:
+            method = _ensure_blank_lines(method, 1)
+        if position < len(body):
+            body[position] = _ensure_blank_lines(body[position], 1)
+        body.insert(position, method)
+        return block.with_changes(body=body)
+
+
+def _insert_decorators(existing: Sequence[cst.Decorator], edits: list[InsertDecorator]) -> list[cst.Decorator]:
+    result: list[cst.Decorator] = []
+    for position in range(len(existing) + 1):
+        result += [cst.Decorator(decorator=cst.parse_expression(e.code)) for e in edits if e.position == position]
+        if position < len(existing):
+            result.append(existing[position])
+    return result
+
+
+def _append_statements(suite: cst.BaseSuite, code: str) -> cst.IndentedBlock:
+    block = _as_indented(suite)
+    body = list(block.body)
+    new = list(cst.parse_module(code).body)
+    if any(_is_placeholder(stmt) for stmt in body) and all(_is_placeholder(s) or _is_docstring(s) for s in body):
+        placeholder = next(i for i, stmt in enumerate(body) if _is_placeholder(stmt))
+        new[0] = new[0].with_changes(leading_lines=body[placeholder].leading_lines)
+        del body[placeholder]
+    position = len(body)
+    last = body[-1] if body else None
+    if isinstance(last, cst.SimpleStatementLine) and any(isinstance(s, cst.Return) for s in last.body):
+        position -= 1
+    body[position:position] = new
+    return block.with_changes(body=body)
+
+
+def _extend_pytestmark(body: list[cst.BaseStatement], code: str) -> list[cst.BaseStatement]:
+    for position in range(len(body) - 1, -1, -1):
+        stmt = body[position]
+        if not isinstance(stmt, cst.SimpleStatementLine):
+            continue
+        for small_index, small in enumerate(stmt.body):
+            if isinstance(small, cst.Assign) and any(
+                isinstance(t.target, cst.Name) and t.target.value == "pytestmark" for t in small.targets
+            ):
+                new_small = small.with_changes(value=_add_element(small.value, cst.parse_expression(code)))
+                new_stmt = stmt.with_changes(body=[*stmt.body[:small_index], new_small, *stmt.body[small_index + 1 :]])
+                return [*body[:position], new_stmt, *body[position + 1 :]]
+    raise FixError("`pytestmark` assignment not found")
+
+
+def _add_element(value: cst.BaseExpression, mark: cst.BaseExpression) -> cst.BaseExpression:
+    if isinstance(value, (cst.List, cst.Tuple)) and value.elements:
+        elements = list(value.elements)
+        last = elements[-1]
+        separator = elements[0].comma if len(elements) > 1 else last.comma
+        if not isinstance(separator, cst.Comma):
+            separator = cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
+        elements[-1] = last.with_changes(comma=separator)
+        elements.append(cst.Element(mark, comma=last.comma))
+        return value.with_changes(elements=elements)
+    return cst.List(
+        [cst.Element(value, comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))), cst.Element(mark)]
+    )
+
+
+# --- imports -------------------------------------------------------------------------------
+
+
+def _import_names(stmt: cst.BaseStatement) -> Optional[tuple[str, bool]]:
+    """(top-level module, is a plain ``import``) for an import line, else None."""
+    if not isinstance(stmt, cst.SimpleStatementLine) or len(stmt.body) != 1:
+        return None
+    small = stmt.body[0]
+    if isinstance(small, cst.Import):
+        return cst.Module([]).code_for_node(small.names[0].name).split(".")[0], True
+    if isinstance(small, cst.ImportFrom):
+        if small.relative or small.module is None:
+            return ".", False
+        return cst.Module([]).code_for_node(small.module).split(".")[0], False
+    return None
+
+
+def _import_block(body: list[cst.BaseStatement]) -> tuple[int, int]:
+    """[start, end) of the leading import block, after the docstring and ``__future__`` imports."""
+    start = 1 if body and _is_docstring(body[0]) else 0
+    while start < len(body) and (_import_names(body[start]) or ("", False))[0] == "__future__":
+        start += 1
+    end = start
+    while end < len(body) and _import_names(body[end]) is not None:
+        end += 1
+    return start, end
+
+
+STDLIB, THIRD_PARTY, FIRST_PARTY = 0, 1, 2
+
+
+def _category(module: str, first_party: frozenset[str]) -> int:
+    if module == "." or module in first_party:
+        return FIRST_PARTY
+    return STDLIB if module in _STDLIB else THIRD_PARTY
+
+
+def _insert_import(body: list[cst.BaseStatement], module: str, first_party: frozenset[str]) -> list[cst.BaseStatement]:
+    """Insert ``import module`` isort-style: into its section (stdlib, else the first
+    third-party group), after the plain imports that sort before it."""
+    start, end = _import_block(body)
+    category = _category(module, first_party)
+    entries = [(i, *_import_names(body[i])) for i in range(start, end)]  # type: ignore[misc]
+    section = [(i, name, plain) for i, name, plain in entries if _category(name, first_party) == category]
+    if category == THIRD_PARTY and section:
+        # Unrecognised first-party imports usually form a later group: stay in the first one.
+        group_end = next((i for i in range(section[0][0] + 1, end) if _starts_group(body[i])), end)
+        section = [entry for entry in section if entry[0] < group_end]
+    if section:
+        later = [i for i, name, plain in section if plain and name.lower() > module.lower()]
+        plain = [i for i, _, is_plain in section if is_plain]
+        position = later[0] if later else plain[-1] + 1 if plain else section[0][0]
+        return _place_import(body, position, module, new_section=False)
+    earlier = [i for i, name, _ in entries if _category(name, first_party) < category]
+    return _place_import(body, earlier[-1] + 1 if earlier else start, module, new_section=True)
+
+
+def _starts_group(stmt: cst.BaseStatement) -> bool:
+    return any(line.comment is None for line in stmt.leading_lines)
+
+
+def _place_import(
+    body: list[cst.BaseStatement], position: int, module: str, new_section: bool
+) -> list[cst.BaseStatement]:
+    body = list(body)
+    start, end = _import_block(body)
+    new: cst.BaseStatement = cst.parse_statement(f"import {module}")
+    following = body[position] if position < len(body) else None
+    section_start = position == start or (following is not None and _starts_group(following) and not new_section)
+    if following is not None and position < end and section_start:
+        # Heading comments and spacing of the section now sit above the new first import.
+        new = new.with_changes(leading_lines=following.leading_lines)
+        following = following.with_changes(leading_lines=[])
+    elif new_section and position > 0:
+        new = _ensure_blank_lines(new, 1)
+    if following is not None:
+        if position >= end:
+            following = _ensure_blank_lines(following, _blank_lines_before(following))
+        elif new_section:
+            following = _ensure_blank_lines(following, 1)
+        body[position] = following
+    body.insert(position, new)
+    return body
+
+
+def _blank_lines_before(stmt: cst.BaseStatement) -> int:
+    """PEP 8 spacing below imports: two blank lines before a top-level def or class, else one."""
+    return 2 if isinstance(stmt, (cst.FunctionDef, cst.ClassDef)) else 1
+
+
+def _insert_after_imports(body: list[cst.BaseStatement], code: str) -> list[cst.BaseStatement]:
+    _, end = _import_block(body)
+    new = _ensure_blank_lines(cst.parse_statement(code), 2 if end else 0)
+    body = list(body)
+    if end < len(body):
+        body[end] = _ensure_blank_lines(body[end], 2)
+    body.insert(end, new)
+    return body

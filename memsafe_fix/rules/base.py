@@ -1,0 +1,102 @@
+"""What every rule shares: the per-file context and the rule interface."""
+
+from __future__ import annotations
+
+import ast
+from functools import cached_property
+from typing import ClassVar, Iterator, Optional
+
+from memsafe_fix.analysis.collection import is_collected_class, resolve_bases
+from memsafe_fix.analysis.mocks import MockUsage
+from memsafe_fix.analysis.module import Def, ModuleAnalysis
+from memsafe_fix.edits import Finding, Fix
+
+
+# black's default; new code is wrapped to fit it.
+MAX_LINE_LENGTH = 88
+
+
+class Context:
+    """Everything rules need to know about one file, computed once and shared."""
+
+    def __init__(self, module: ModuleAnalysis) -> None:
+        self.module = module
+        self.settings = module.settings
+        self.mocks = MockUsage(module)
+        self.is_conftest = module.module_name == "conftest"
+        self._mock_use: dict[int, bool] = {}
+
+    @cached_property
+    def test_classes(self) -> list[Def]:
+        """Collected test classes, outer classes before the classes nested in them."""
+        if self.is_conftest:
+            return []
+        return [d for d in self.module.defs if d.is_class and is_collected_class(d, self.module)]
+
+    def is_unittest(self, cls: Def) -> bool:
+        return resolve_bases(cls, self.module).unittest
+
+    def needs_pattern(self, cls: Def) -> bool:
+        """The class is in scope: every test class with ``scope = "all"``, else those using mocks
+        in their own body (nested test classes are judged on their own) or a same-module base."""
+        if self.settings.scope == "all":
+            return True
+        return any(self._own_mock_use(c) for c in [cls, *resolve_bases(cls, self.module).known])
+
+    def _own_mock_use(self, cls: Def) -> bool:
+        if cls.index not in self._mock_use:
+            nested = frozenset(d.node for d in self.test_classes if d.parent is cls)
+            self._mock_use[cls.index] = self.mocks.uses_mocks(cls.node, skip=nested)
+        return self._mock_use[cls.index]
+
+    def spell(self, dotted: str) -> tuple[str, tuple[str, ...]]:
+        """How to write ``dotted`` (``gc.collect``) in this file, and the imports that needs:
+        existing aliases are reused (``import gc as _gc`` -> ``_gc.collect``)."""
+        parts = dotted.split(".")
+        for cut in range(len(parts), 0, -1):
+            local = self.module.imports.alias_for(".".join(parts[:cut]))
+            if local is not None:
+                return ".".join([local, *parts[cut:]]), ()
+        return dotted, (parts[0],)
+
+    def calls(self, node: ast.AST, dotted: str) -> bool:
+        """Whether ``node`` contains a call of ``dotted`` (``gc.collect``), in any import spelling."""
+        qualify = self.module.imports.qualify
+        return any(isinstance(n, ast.Call) and qualify(n.func) == dotted for n in ast.walk(node))
+
+    def finding(self, code: str, node: ast.AST, message: str, fix: Optional[Fix] = None) -> Finding:
+        line, col = self.module.position(node)
+        return Finding(code, line, col, message, fix)
+
+    def call_code(self, scope: Def, func: str, args: list[str]) -> str:
+        """``func(args)`` for a decorator on ``scope``, split one argument a line, as black
+        does, when the one-line form would pass 88 columns."""
+        one_line = f"{func}({', '.join(args)})"
+        line = self.module.lines[scope.node.lineno - 1]
+        indent = line[: len(line) - len(line.lstrip())]
+        if len(indent) + 1 + len(one_line) <= MAX_LINE_LENGTH:
+            return one_line
+        inner = indent + ("\t" if "\t" in indent else "    ")
+        return f"{func}(\n" + "".join(f"{inner}{arg},\n" for arg in args) + f"{indent})"
+
+    def suppressed(self, code: str, scope: Def) -> bool:
+        return self.module.suppressed(code, iter(scope.header_lines))
+
+
+class Rule:
+    """A rule's docstring is its documentation: What it does / Why / Example / Fix safety."""
+
+    code: ClassVar[str]
+    name: ClassVar[str]
+    # Source snippets the rule must accept unchanged.
+    valid: ClassVar[tuple[str, ...]] = ()
+    # (before, after) pairs: the rule must turn ``before`` into ``after``.
+    invalid: ClassVar[tuple[tuple[str, str], ...]] = ()
+
+    def check(self, context: Context) -> Iterator[Finding]:
+        raise NotImplementedError
+
+
+def string_literal(text: str) -> str:
+    """A double-quoted Python string literal, as black and ruff format them."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -1,0 +1,164 @@
+"""MSF002 gc-teardown.
+
+## What it does
+Makes every test class that uses mocks (every test class with `scope = "all"`) call
+`gc.collect()` after each test:
+- a pytest-style class gets `def teardown_method(self)` calling `gc.collect()`, placed after
+  `setup_method` (or after the docstring); an existing `teardown_method` gets the call appended
+  once, keeping its `(self, method)` signature;
+- a class that inherits `teardown_method` from a base in the same file gets an override that
+  calls `super().teardown_method(...)` first, with the base's signature;
+- a `unittest.TestCase` subclass gets (or extends) `tearDown`, calling `super().tearDown()`,
+  because `python -m unittest` never calls `teardown_method`;
+- a test class nested in a class that has a `teardown_method` gets its own: pytest runs the
+  outer class's teardown on the nested tests' instances, which fails when they have none.
+
+## Why
+Mocks record every call and build reference cycles; collecting after each test keeps a worker's
+heap from growing with cycles. Note that pytest keeps each test-class *instance* alive until the
+session ends, so mocks stored on `self` survive `gc.collect()`: drop them in the teardown too.
+
+## Example
+```python
+class TestCheckout:
+    def setup_method(self):
+        self.client = MagicMock()
+```
+becomes
+```python
+class TestCheckout:
+    def setup_method(self):
+        self.client = MagicMock()
+
+    def teardown_method(self):
+        gc.collect()
+```
+
+## Fix safety
+Safe. Reported without a fix: an `async def teardown_method` (pytest never awaits it), and a
+class whose base comes from another module, where an added `teardown_method` could shadow one
+the base defines.
+"""
+
+from __future__ import annotations
+
+import ast
+from typing import Iterator, Optional
+
+from memsafe_fix.analysis.collection import resolve_bases
+from memsafe_fix.analysis.module import Def
+from memsafe_fix.edits import AppendStatements, Finding, Fix, InsertMethod
+from memsafe_fix.rules.base import Context, Rule
+
+GC_COLLECT = "gc.collect"
+
+
+def _positional_params(func: Def) -> int:
+    args = func.node.args
+    return len(args.posonlyargs) + len(args.args)
+
+
+class GcTeardown(Rule):
+    code = "MSF002"
+    name = "gc-teardown"
+    valid = (
+        "import gc\nfrom unittest.mock import MagicMock\n\n\nclass TestA:\n"
+        "    def teardown_method(self):\n        gc.collect()\n\n    def test_a(self):\n        MagicMock()\n",
+    )
+    invalid = (
+        (
+            "from unittest.mock import MagicMock\n\n\nclass TestA:\n    def test_a(self):\n        MagicMock()\n",
+            "import gc\nfrom unittest.mock import MagicMock\n\n\nclass TestA:\n"
+            "    def teardown_method(self):\n        gc.collect()\n\n    def test_a(self):\n        MagicMock()\n",
+        ),
+    )
+
+    def check(self, context: Context) -> Iterator[Finding]:
+        # Classes whose instances will have a teardown that calls gc.collect() / any teardown.
+        collecting: set[int] = set()
+        with_teardown: set[int] = set()
+        for cls in context.test_classes:
+            unittest = context.is_unittest(cls)
+            name = "tearDown" if unittest else "teardown_method"
+            own = cls.methods().get(name)
+            bases = resolve_bases(cls, context.module)
+            inherited = next((b.methods()[name] for b in bases.known if name in b.methods()), None)
+            # pytest runs an enclosing class's teardown_method on nested tests' instances.
+            enclosing_teardown = any(p.index in with_teardown for p in _ancestors(cls))
+            orphaned = enclosing_teardown and not unittest and own is None and inherited is None
+            wanted = context.needs_pattern(cls) or orphaned
+            if own is not None or inherited is not None:
+                with_teardown.add(cls.index)
+            if (
+                own is not None
+                and context.calls(own.node, GC_COLLECT)
+                or (own is None and inherited is not None and self._inherited_collects(inherited, collecting, context))
+            ):
+                collecting.add(cls.index)
+                continue
+            if not wanted or context.suppressed(self.code, cls):
+                continue
+            finding = self._fix(context, cls, name, own, inherited, bases.unknown, unittest, orphaned)
+            if finding.fixable:
+                collecting.add(cls.index)
+                with_teardown.add(cls.index)
+            yield finding
+
+    def _inherited_collects(self, inherited: Def, collecting: set[int], context: Context) -> bool:
+        owner = inherited.parent
+        return context.calls(inherited.node, GC_COLLECT) or (owner is not None and owner.index in collecting)
+
+    def _fix(
+        self,
+        context: Context,
+        cls: Def,
+        name: str,
+        own: Optional[Def],
+        inherited: Optional[Def],
+        unknown_bases: list[str],
+        unittest: bool,
+        orphaned: bool,
+    ) -> Finding:
+        collect, imports = context.spell(GC_COLLECT)
+        if own is not None:
+            if isinstance(own.node, ast.AsyncFunctionDef):
+                message = f"`async def {name}` of `{cls.name}` is never awaited by pytest; make it a plain `def`"
+                return context.finding(self.code, own.node, message)
+            fix = Fix((AppendStatements(own.index, f"{collect}()\n"),), imports)
+            return context.finding(self.code, own.node, f"`{name}` of `{cls.name}` does not call `gc.collect()`", fix)
+        if unittest:
+            body = f"super().tearDown()\n    {collect}()"
+            signature = "self"
+        elif inherited is not None:
+            passes_method = _positional_params(inherited) >= 2
+            signature = "self, method" if passes_method else "self"
+            body = f"super().teardown_method({'method' if passes_method else ''})\n    {collect}()"
+        elif unknown_bases:
+            message = (
+                f"cannot tell whether base `{unknown_bases[0]}` of `{cls.name}` defines `{name}`; "
+                f"add one that calls `super().{name}(...)` and then `gc.collect()`"
+            )
+            return context.finding(self.code, cls.node, message)
+        else:
+            signature, body = "self", f"{collect}()"
+        methods = cls.methods()
+        anchor = methods.get("setUp" if unittest else "setup_method")
+        fix = Fix(
+            (InsertMethod(cls.index, anchor.index if anchor else None, f"def {name}({signature}):\n    {body}\n"),),
+            imports,
+        )
+        if orphaned and not context.needs_pattern(cls):
+            message = (
+                f"nested test class `{cls.name}` needs its own `teardown_method`: pytest runs the "
+                "enclosing class's teardown on its tests"
+            )
+        else:
+            message = f"test class `{cls.name}` has no `{name}` that calls `gc.collect()`"
+        return context.finding(self.code, cls.node, message, fix)
+
+
+def _ancestors(cls: Def) -> Iterator[Def]:
+    parent = cls.parent
+    while parent is not None:
+        yield parent
+        parent = parent.parent
