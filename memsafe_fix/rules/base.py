@@ -11,7 +11,6 @@ from memsafe_fix.analysis.mocks import MockUsage
 from memsafe_fix.analysis.module import Def, ModuleAnalysis
 from memsafe_fix.edits import Finding, Fix
 
-
 # black's default; new code is wrapped to fit it.
 MAX_LINE_LENGTH = 88
 
