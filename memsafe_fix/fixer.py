@@ -198,18 +198,40 @@ def _extend_pytestmark(body: list[cst.BaseStatement], code: str) -> list[cst.Bas
     raise FixError("`pytestmark` assignment not found")
 
 
-def _add_element(value: cst.BaseExpression, mark: cst.BaseExpression) -> cst.BaseExpression:
-    if isinstance(value, (cst.List, cst.Tuple)) and value.elements:
-        elements = list(value.elements)
-        last = elements[-1]
-        separator = elements[0].comma if len(elements) > 1 else last.comma
-        if not isinstance(separator, cst.Comma):
-            separator = cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
-        elements[-1] = last.with_changes(comma=separator)
-        elements.append(cst.Element(mark, comma=last.comma))
-        return value.with_changes(elements=elements)
+def _newline_indent(depth: int) -> cst.ParenthesizedWhitespace:
+    """A line break inside brackets, ``depth`` levels deeper than the statement."""
+    return cst.ParenthesizedWhitespace(indent=True, last_line=cst.SimpleWhitespace("    " * depth))
+
+
+def _exploded(call: cst.BaseExpression, depth: int) -> cst.BaseExpression:
+    """A call with one argument a line (black's style), at ``depth`` inside brackets."""
+    if not isinstance(call, cst.Call) or not call.args:
+        return call
+    args = [arg.with_changes(comma=cst.Comma(whitespace_after=_newline_indent(depth + 1))) for arg in call.args]
+    args[-1] = args[-1].with_changes(comma=cst.Comma(whitespace_after=_newline_indent(depth)))
+    return call.with_changes(whitespace_before_args=_newline_indent(depth + 1), args=args)
+
+
+def _add_element(value: cst.BaseExpression, mark: cst.BaseExpression) -> cst.List:
+    """``value`` (a marker or a list of markers) as a list with ``mark`` appended, one marker
+    a line. A list already written one element a line keeps its own layout."""
+    mark = _exploded(mark, 1)
+    if isinstance(value, cst.List) and value.elements:
+        if isinstance(value.lbracket.whitespace_after, cst.ParenthesizedWhitespace):
+            elements = list(value.elements)
+            last = elements[-1]
+            elements[-1] = last.with_changes(comma=cst.Comma(whitespace_after=value.lbracket.whitespace_after))
+            elements.append(cst.Element(mark, comma=last.comma))
+            return value.with_changes(elements=elements)
+        items = [element.value for element in value.elements]
+    else:
+        items = [value]
+    elements = [cst.Element(item, comma=cst.Comma(whitespace_after=_newline_indent(1))) for item in [*items, mark]]
+    elements[-1] = elements[-1].with_changes(comma=cst.Comma())
     return cst.List(
-        [cst.Element(value, comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))), cst.Element(mark)]
+        elements,
+        lbracket=cst.LeftSquareBracket(whitespace_after=_newline_indent(1)),
+        rbracket=cst.RightSquareBracket(whitespace_before=_newline_indent(0)),
     )
 
 

@@ -75,8 +75,9 @@ class Context:
         indent = line[: len(line) - len(line.lstrip())]
         if len(indent) + 1 + len(one_line) <= MAX_LINE_LENGTH:
             return one_line
-        inner = indent + ("\t" if "\t" in indent else "    ")
-        return f"{func}(\n" + "".join(f"{inner}{arg},\n" for arg in args) + f"{indent})"
+        # Continuation lines are relative: LibCST adds the enclosing block's indentation.
+        unit = "\t" if "\t" in indent else "    "
+        return f"{func}(\n" + "".join(f"{unit}{arg},\n" for arg in args) + ")"
 
     def suppressed(self, code: str, scope: Def) -> bool:
         return self.module.suppressed(code, iter(scope.header_lines))

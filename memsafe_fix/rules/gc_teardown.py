@@ -87,12 +87,14 @@ class GcTeardown(Rule):
             enclosing_teardown = any(p.index in with_teardown for p in _ancestors(cls))
             orphaned = enclosing_teardown and not unittest and own is None and inherited is None
             wanted = context.needs_pattern(cls) or orphaned
-            if own is not None or inherited is not None:
+            # A same-module base that memsafe-fix gives a collecting teardown covers this class.
+            base_planned = own is None and inherited is None and any(b.index in collecting for b in bases.known)
+            if own is not None or inherited is not None or base_planned:
                 with_teardown.add(cls.index)
             if (
-                own is not None
-                and context.calls(own.node, GC_COLLECT)
+                (own is not None and context.calls(own.node, GC_COLLECT))
                 or (own is None and inherited is not None and self._inherited_collects(inherited, collecting, context))
+                or base_planned
             ):
                 collecting.add(cls.index)
                 continue

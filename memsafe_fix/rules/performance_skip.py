@@ -104,7 +104,8 @@ class PerformanceSkip(Rule):
         if context.module.suppressed(self.code, iter(range(assignment.lineno, assignment.end_lineno + 1))):
             return True, None
         fix = None
-        if isinstance(value, (ast.List, ast.Tuple, ast.Attribute, ast.Call)):
+        # pytest takes a marker or a list of them (a tuple is an error there).
+        if isinstance(value, (ast.List, ast.Attribute, ast.Call)):
             skip, imports = self._skip_marker(context, None)
             fix = Fix((ExtendPytestmark(scope.index if scope else None, skip),), imports)
         message = "`pytestmark` marks tests as performance tests but does not skip them under pytest-xdist"
