@@ -22,11 +22,11 @@ app = typer.Typer(add_completion=False, context_settings={"help_option_names": [
 
 def _display(path: Path) -> str:
     """The path relative to the current directory when it is inside it, with ``/`` separators."""
-    absolute = path.resolve()
+    absolute = Path(os.path.abspath(path))  # not resolve(): a symlink is shown as itself
     try:
-        return absolute.relative_to(Path.cwd().resolve()).as_posix()
+        return absolute.relative_to(os.path.abspath(os.getcwd())).as_posix()
     except ValueError:
-        return str(path) if not path.is_absolute() else absolute.as_posix()
+        return absolute.as_posix()
 
 
 def _version(value: bool) -> None:

@@ -50,15 +50,14 @@ def walk(root: Path, settings: Settings) -> Iterator[Path]:
     root = root.resolve()
     base = settings.root or root
     excludes = pathspec.GitIgnoreSpec.from_lines([*(settings.exclude or DEFAULT_EXCLUDE), *settings.extend_exclude])
-    # .gitignore files from the repository root down to ``root`` apply too.
+    # .gitignore files from the repository root (else the walk's root) down to ``root`` apply too.
+    top = _git_root(root) or root
     ignores: list[tuple[Path, pathspec.PathSpec]] = []
-    git_root = _git_root(root)
-    if git_root is not None:
-        for folder in reversed([root, *root.parents]):
-            if folder == git_root or git_root in folder.parents:
-                spec = _gitignore(folder) if folder != root else None
-                if spec is not None:
-                    ignores.append((folder, spec))
+    for folder in reversed([root, *root.parents]):
+        if folder != root and (folder == top or top in folder.parents):
+            spec = _gitignore(folder)
+            if spec is not None:
+                ignores.append((folder, spec))
 
     def ignored(path: Path, is_dir: bool) -> bool:
         suffix = "/" if is_dir else ""
@@ -73,10 +72,9 @@ def walk(root: Path, settings: Settings) -> Iterator[Path]:
 
     for directory, dirnames, filenames in os.walk(root):
         current = Path(directory)
-        if git_root is not None:
-            spec = _gitignore(current)
-            if spec is not None:
-                ignores.append((current, spec))
+        spec = _gitignore(current)
+        if spec is not None:
+            ignores.append((current, spec))
         dirnames[:] = sorted(d for d in dirnames if not ignored(current / d, True))
         for name in sorted(filenames):
             if name.endswith(".py") and is_test_file(name, settings) and not ignored(current / name, False):

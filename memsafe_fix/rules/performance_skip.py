@@ -59,8 +59,10 @@ class PerformanceSkip(Rule):
         (
             "import pytest\n\n\n@pytest.mark.performance\ndef test_speed():\n    pass\n",
             "import os\n\nimport pytest\n\n\n@pytest.mark.performance\n"
-            '@pytest.mark.skipif(os.getenv("PYTEST_XDIST_WORKER") is not None, reason="performance tests '
-            'measure a single process; run them without pytest-xdist")\n'
+            "@pytest.mark.skipif(\n"
+            '    os.getenv("PYTEST_XDIST_WORKER") is not None,\n'
+            '    reason="timing is unreliable on pytest-xdist workers; run without -n",\n'
+            ")\n"
             "def test_speed():\n    pass\n",
         ),
     )

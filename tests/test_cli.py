@@ -1,0 +1,233 @@
+"""The command line: modes, exit codes, messages, discovery, safety of writes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from memsafe_fix import __version__
+from memsafe_fix.cli import app
+
+MOCK_CLASS = textwrap.dedent(
+    """\
+    from unittest.mock import MagicMock
+
+
+    class TestA:
+        def test_a(self):
+            assert MagicMock()
+    """
+)
+UNFIXABLE = textwrap.dedent(
+    """\
+    from unittest.mock import MagicMock
+
+    from elsewhere import Base
+
+
+    @__import__("pytest").mark.xdist_group(name="a")
+    class TestA(Base):
+        def test_a(self):
+            assert MagicMock()
+    """
+)
+CLEAN = "def test_plain():\n    assert True\n"
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'sample'\n")
+    (tmp_path / "tests").mkdir()
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def test_check_lists_findings_and_exits_1(project: Path) -> None:
+    (project / "tests" / "test_a.py").write_text(MOCK_CLASS)
+    result = invoke("tests")
+    assert result.exit_code == 1
+    assert "tests/test_a.py:4:1: MSF001 [*] test class `TestA` has no `xdist_group` marker" in result.output
+    assert "tests/test_a.py:4:1: MSF002 [*]" in result.output
+    assert "Found 2 findings (2 fixable with `--write`)." in result.output
+    assert (project / "tests" / "test_a.py").read_text() == MOCK_CLASS
+    assert invoke("--check", "tests").exit_code == 1
+
+
+def test_clean_tree_exits_0(project: Path) -> None:
+    (project / "tests" / "test_a.py").write_text(CLEAN)
+    for mode in ("--check", "--diff", "--write"):
+        result = invoke(mode, "tests")
+        assert result.exit_code == 0, (mode, result.output)
+    assert "All checked: no findings in 1 file." in invoke("tests").output
+
+
+def test_diff_writes_nothing_and_applies_with_git(project: Path) -> None:
+    (project / "tests" / "test_a.py").write_text(MOCK_CLASS)
+    result = invoke("--diff", "tests")
+    assert result.exit_code == 1
+    assert result.stdout.startswith("--- a/tests/test_a.py\n+++ b/tests/test_a.py\n")
+    assert (project / "tests" / "test_a.py").read_text() == MOCK_CLASS
+    patch = project / "fix.patch"
+    patch.write_text(result.stdout)
+    subprocess.run(["git", "init", "-q", "."], check=True)
+    subprocess.run(["git", "apply", str(patch)], check=True)
+    applied = (project / "tests" / "test_a.py").read_text()
+    (project / "tests" / "test_a.py").write_text(MOCK_CLASS)
+    assert invoke("--write", "tests").exit_code == 0
+    assert (project / "tests" / "test_a.py").read_text() == applied
+
+
+def test_diff_of_file_without_final_newline_applies(project: Path) -> None:
+    (project / "tests" / "test_a.py").write_text(MOCK_CLASS.rstrip("\n"))
+    result = invoke("--diff", "tests")
+    assert "\\ No newline at end of file" in result.stdout
+    (project / "fix.patch").write_text(result.stdout)
+    subprocess.run(["git", "init", "-q", "."], check=True)
+    subprocess.run(["git", "apply", "fix.patch"], check=True)
+    assert invoke("--diff", "tests").exit_code == 0
+
+
+def test_write_then_second_run_changes_nothing(project: Path) -> None:
+    (project / "tests" / "test_a.py").write_text(MOCK_CLASS)
+    result = invoke("--write", "tests")
+    assert result.exit_code == 0
+    assert "Fixed 2 findings in 1 file; 0 remaining without a safe fix." in result.output
+    assert "gc.collect()" in (project / "tests" / "test_a.py").read_text()
+    again = invoke("--diff", "tests")
+    assert again.exit_code == 0 and again.stdout == ""
+
+
+def test_write_exits_1_when_unfixable_findings_remain(project: Path) -> None:
+    (project / "tests" / "test_a.py").write_text(UNFIXABLE)
+    result = invoke("--write", "tests")
+    assert result.exit_code == 1
+    assert "MSF002 cannot tell whether base `Base`" in result.output
+    assert "[*]" not in result.output
+
+
+def test_syntax_error_reported_file_untouched_others_processed(project: Path) -> None:
+    broken = b"class TestBroken:\n    def test_a(self)\n        pass\n"
+    (project / "tests" / "test_broken.py").write_bytes(broken)
+    (project / "tests" / "test_ok.py").write_text(MOCK_CLASS)
+    result = invoke("--write", "tests")
+    assert result.exit_code == 2
+    errors = [line for line in result.output.splitlines() if "syntax error" in line]
+    assert len(errors) == 1 and errors[0].startswith("tests/test_broken.py:2:")
+    assert "Traceback" not in result.output
+    assert (project / "tests" / "test_broken.py").read_bytes() == broken
+    assert "gc.collect()" in (project / "tests" / "test_ok.py").read_text()
+
+
+def test_future_import_error_in_input_is_a_syntax_error(project: Path) -> None:
+    source = "import os\nfrom __future__ import annotations\n" + MOCK_CLASS
+    (project / "tests" / "test_a.py").write_text(source)
+    result = invoke("--write", "tests")
+    assert result.exit_code == 2
+    assert "tests/test_a.py:2:" in result.output and "syntax error" in result.output
+    assert (project / "tests" / "test_a.py").read_text() == source
+
+
+def test_unreadable_file_and_missing_path(project: Path) -> None:
+    (project / "tests" / "test_dangling.py").symlink_to(project / "nowhere.py")
+    (project / "tests" / "test_ok.py").write_text(MOCK_CLASS)
+    result = invoke("--write", "tests", "missing_dir")
+    assert result.exit_code == 2
+    assert "tests/test_dangling.py:1:1: error: cannot read file" in result.output
+    assert "missing_dir:1:1: error: no such file or directory" in result.output
+    assert "gc.collect()" in (project / "tests" / "test_ok.py").read_text()
+
+
+def test_internal_error_leaves_file_untouched(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("memsafe_fix.engine.apply_fixes", lambda source, fixes, first_party: source + "def (:\n")
+    (project / "tests" / "test_a.py").write_text(MOCK_CLASS)
+    result = invoke("--write", "tests")
+    assert result.exit_code == 2
+    assert "tests/test_a.py:1:1: internal error: the fixed file would not compile" in result.output
+    assert (project / "tests" / "test_a.py").read_text() == MOCK_CLASS
+
+
+def test_bad_options_exit_2(project: Path) -> None:
+    assert invoke("--no-such-option").exit_code == 2
+    result = invoke("--diff", "--write", "tests")
+    assert result.exit_code == 2
+    assert "use only one of --check, --diff and --write" in result.output
+
+
+def test_unknown_config_key_is_an_error(project: Path) -> None:
+    (project / "pyproject.toml").write_text("[tool.memsafe-fix]\nscope = 'all'\nfuction-gc = 'off'\n")
+    (project / "tests" / "test_a.py").write_text(CLEAN)
+    result = invoke("tests")
+    assert result.exit_code == 2
+    assert "unknown key `fuction-gc`" in result.output
+
+
+def test_config_settings_apply(project: Path) -> None:
+    (project / "pyproject.toml").write_text('[tool.memsafe-fix]\nselect = ["MSF001"]\ngroup-name = "module"\n')
+    (project / "tests" / "test_billing.py").write_text(MOCK_CLASS)
+    assert invoke("--write", "tests").exit_code == 0
+    text = (project / "tests" / "test_billing.py").read_text()
+    assert '@pytest.mark.xdist_group(name="billing")' in text
+    assert "gc.collect" not in text
+
+
+def test_discovery_respects_gitignore_venv_and_python_files(project: Path) -> None:
+    (project / "pytest.ini").write_text("[pytest]\npython_files = check_*.py test_*.py\n")
+    (project / ".gitignore").write_text("generated/\n")
+    for folder in ("generated", ".venv/lib", "tests/sub"):
+        (project / folder).mkdir(parents=True)
+    (project / "generated" / "test_gen.py").write_text(MOCK_CLASS)
+    (project / ".venv" / "lib" / "test_venv.py").write_text(MOCK_CLASS)
+    (project / "tests" / "sub" / "check_custom.py").write_text(MOCK_CLASS)
+    (project / "tests" / "helpers.py").write_text(MOCK_CLASS)
+    output = invoke(".").output
+    assert "tests/sub/check_custom.py" in output
+    for skipped in ("test_gen.py", "test_venv.py", "helpers.py"):
+        assert skipped not in output
+    # Files named explicitly are always processed.
+    assert "tests/helpers.py:4:1: MSF001" in invoke("tests/helpers.py").output
+
+
+def test_write_keeps_file_mode_and_leaves_no_temp_files(project: Path) -> None:
+    target = project / "tests" / "test_a.py"
+    target.write_text(MOCK_CLASS)
+    target.chmod(0o640)
+    assert invoke("--write", "tests").exit_code == 0
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
+    assert sorted(p.name for p in (project / "tests").iterdir()) == ["test_a.py"]
+
+
+def test_many_files_in_parallel_match_serial_results(project: Path) -> None:
+    for i in range(40):
+        (project / "tests" / f"test_{i:02}.py").write_text(MOCK_CLASS if i % 2 else CLEAN)
+    result = invoke("--write", "tests")
+    assert result.exit_code == 0
+    assert "Fixed 40 findings in 20 files" in result.output
+    assert invoke("--diff", "tests").stdout == ""
+
+
+def test_version_and_module_entry_point(project: Path) -> None:
+    assert invoke("--version").output.strip() == f"memsafe-fix {__version__}"
+    completed = subprocess.run([sys.executable, "-m", "memsafe_fix", "--version"], capture_output=True, text=True)
+    assert completed.stdout.strip() == f"memsafe-fix {__version__}"
+
+
+def test_console_script_subprocess(project: Path) -> None:
+    (project / "tests" / "test_a.py").write_text(MOCK_CLASS)
+    script = Path(sys.executable).with_name("memsafe-fix")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "memsafe_fix"]
+    completed = subprocess.run([*command, "--diff", "tests"], capture_output=True, text=True)
+    assert completed.returncode == 1
+    assert completed.stdout.startswith("--- a/tests/test_a.py")
+    assert "Would fix 2 findings in 1 file." in completed.stderr
