@@ -144,9 +144,7 @@ def run_unittest(project: Path) -> str:
 
 
 def memsafe_fix(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "memsafe_fix", *args], cwd=project, capture_output=True, text=True
-    )
+    return subprocess.run([sys.executable, "-m", "memsafe_fix", *args], cwd=project, capture_output=True, text=True)
 
 
 def make_tricky(root: Path) -> Path:

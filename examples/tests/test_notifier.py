@@ -1,4 +1,5 @@
 """Notifier tests in the styles real suites mix: mocks on self, patches, nested classes."""
+
 from unittest.mock import AsyncMock, MagicMock, patch
 
 import pytest

@@ -24,6 +24,8 @@ class Def:
     index: int
     node: DefNode
     parent: Optional["Def"]
+    # Directly in the parent's body (not inside an ``if``/``try`` there).
+    direct: bool = True
     children: list["Def"] = field(default_factory=list)
 
     @property
@@ -44,7 +46,7 @@ class Def:
         return False
 
     def methods(self) -> dict[str, "Def"]:
-        """Functions defined directly in this class body (the last definition of a name wins)."""
+        """Functions defined in this class body (the last definition of a name wins)."""
         return {child.name: child for child in self.children if not child.is_class}
 
     @property
@@ -64,20 +66,20 @@ class ModuleAnalysis:
         self.imports = ImportTable.from_module(self.tree)
         self.defs: list[Def] = []
         self.top_level: list[Def] = []
-        self._collect_defs(self.tree, None)
+        self._collect_defs(self.tree, None, True)
         self._suppressed = _suppressions(source) if "memsafe:" in source else {}
 
-    def _collect_defs(self, node: ast.AST, parent: Optional[Def]) -> None:
+    def _collect_defs(self, node: ast.AST, parent: Optional[Def], direct: bool) -> None:
         # ``class``/``def`` only occur in statement bodies, whose fields ``iter_child_nodes``
         # yields in source order, so this preorder walk numbers them as LibCST visits them.
         for child in ast.iter_child_nodes(node):
             if isinstance(child, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-                entry = Def(len(self.defs), child, parent)
+                entry = Def(len(self.defs), child, parent, direct)
                 self.defs.append(entry)
                 (parent.children if parent else self.top_level).append(entry)
-                self._collect_defs(child, entry)
+                self._collect_defs(child, entry, True)
             elif isinstance(child, ast.stmt):
-                self._collect_defs(child, parent)
+                self._collect_defs(child, parent, False)
 
     @cached_property
     def module_classes(self) -> dict[str, Def]:

@@ -145,6 +145,7 @@ class GcTeardown(Rule):
             signature, body = "self", f"{collect}()"
         methods = cls.methods()
         anchor = methods.get("setUp" if unittest else "setup_method")
+        anchor = anchor if anchor is not None and anchor.direct else None
         fix = Fix(
             (InsertMethod(cls.index, anchor.index if anchor else None, f"def {name}({signature}):\n    {body}\n"),),
             imports,

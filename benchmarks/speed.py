@@ -1,0 +1,94 @@
+"""Time memsafe-fix on a generated suite: clean files (ast only) versus files it rewrites.
+
+    .venv/bin/python benchmarks/speed.py [--files 400]
+
+Prints wall-clock seconds for `--check` and `--diff` over clean and over mock-heavy files, and
+the cost of a bare `ast.parse` and `libcst.parse_module` of one file for comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import libcst
+
+CLEAN = """\
+import pytest
+
+
+class TestMath{i}:
+    @pytest.mark.parametrize("n", range(5))
+    def test_square(self, n):
+        assert n * n >= 0
+
+    def test_sum(self):
+        assert sum(range({i})) >= 0
+"""
+DIRTY = """\
+from unittest.mock import MagicMock, patch
+
+import pytest
+
+
+class TestService{i}:
+    def setup_method(self):
+        self.client = MagicMock()
+
+    def test_call(self):
+        self.client.get("x")
+        self.client.get.assert_called_once_with("x")
+
+    @patch("os.getcwd", return_value="/")
+    def test_patched(self, getcwd):
+        assert getcwd() == "/"
+
+
+@pytest.mark.performance
+def test_speed_{i}():
+    assert True
+"""
+
+
+def timed(command: list[str], cwd: Path) -> float:
+    start = time.perf_counter()
+    subprocess.run(command, cwd=cwd, capture_output=True)
+    return time.perf_counter() - start
+
+
+def per_call(function, argument, repeat: int = 200) -> float:
+    start = time.perf_counter()
+    for _ in range(repeat):
+        function(argument)
+    return (time.perf_counter() - start) / repeat
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--files", type=int, default=400)
+    files = parser.parse_args().files
+    tool = [sys.executable, "-m", "memsafe_fix"]
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        for kind, template in (("clean", CLEAN), ("dirty", DIRTY)):
+            (root / kind).mkdir()
+            for i in range(files):
+                (root / kind / f"test_{i:05}.py").write_text(template.format(i=i))
+        print(f"{files} files each; wall-clock seconds (including interpreter start-up)")
+        for kind in ("clean", "dirty"):
+            for mode in ("--check", "--diff"):
+                print(f"  {kind:5} {mode:8} {timed([*tool, mode, kind], root):6.2f}")
+        source = DIRTY.format(i=1)
+        print(
+            f"one file: ast.parse {per_call(ast.parse, source) * 1e3:.2f} ms, "
+            f"libcst.parse_module {per_call(libcst.parse_module, source, 20) * 1e3:.2f} ms"
+        )
+
+
+if __name__ == "__main__":
+    main()
