@@ -1,5 +1,4 @@
 """Notifier tests in the styles real suites mix: mocks on self, patches, nested classes."""
-
 from unittest.mock import AsyncMock, MagicMock, patch
 
 import pytest
