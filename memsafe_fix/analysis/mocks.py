@@ -2,6 +2,7 @@
 
 Counts references to the mock factories in every import form (see ``imports.py``), pytest-mock's
 ``mocker`` fixtures, and calls of same-module helpers and fixtures that themselves create mocks.
+A call on a line marked ``# memsafe: ignore`` is not counted.
 """
 
 from __future__ import annotations
@@ -22,9 +23,13 @@ class MockUsage:
     def _references_mocks(self, node: ast.AST, helpers: frozenset[str], skip: frozenset[ast.AST]) -> bool:
         stack = [node]
         imports = self.module.imports
+        ignores_line = self.module.ignores_line
         while stack:
             current = stack.pop()
             if current in skip:
+                continue
+            # A mock call on a ``# memsafe: ignore`` line does not count as mock use.
+            if isinstance(current, ast.Call) and ignores_line(current.lineno):
                 continue
             if isinstance(current, ast.Name):
                 if current.id in helpers or imports.is_mock_factory(current):

@@ -96,6 +96,10 @@ class ModuleAnalysis:
                         found[target.id] = stmt.value
         return found
 
+    def ignores_line(self, line: int) -> bool:
+        """A bare ``# memsafe: ignore`` on ``line`` (every rule)."""
+        return line in self._suppressed and self._suppressed[line] is None
+
     def suppressed(self, code: str, lines: Iterator[int]) -> bool:
         for line in lines:
             codes = self._suppressed.get(line, ())
