@@ -53,19 +53,24 @@ class Job:
     verbose: bool = False
 
 
-def check_source(source: str, settings: Settings, module_name: str) -> list[Finding]:
-    """Every enabled rule's findings for one file's text, in source order."""
-    context = Context(ModuleAnalysis(source, settings, module_name))
+def check_source(source: str, settings: Settings, module_name: str, path: Optional[Path] = None) -> list[Finding]:
+    """Every enabled rule's findings for one file's text, in source order. ``path`` lets rules
+    look at the project modules the file imports."""
+    context = Context(ModuleAnalysis(source, settings, module_name, path))
     findings = [f for rule in ALL_RULES if settings.rule_enabled(rule.code) for f in rule.check(context)]
     return sorted(findings, key=lambda f: (f.line, f.col, f.code))
 
 
 def fix_source(
-    source: str, settings: Settings, module_name: str, first_party: frozenset[str] = frozenset()
+    source: str,
+    settings: Settings,
+    module_name: str,
+    first_party: frozenset[str] = frozenset(),
+    path: Optional[Path] = None,
 ) -> tuple[str, list[Finding], list[Finding]]:
     """(new source, findings fixed, findings remaining). Raises ``SyntaxError`` for bad input
     and ``FixError`` when the result would not compile or would not be stable."""
-    findings = check_source(source, settings, module_name)
+    findings = check_source(source, settings, module_name, path)
     fixable = [f for f in findings if f.fix is not None]
     if not fixable:
         return source, [], findings
@@ -75,7 +80,7 @@ def fix_source(
     except SyntaxError as exc:
         compile(source, module_name, "exec", dont_inherit=True)  # the input's own error wins
         raise FixError(f"the fixed file would not compile ({exc.msg}, line {exc.lineno})") from exc
-    remaining = check_source(new_source, settings, module_name)
+    remaining = check_source(new_source, settings, module_name, path)
     if any(f.fix is not None for f in remaining):
         raise FixError(f"fixing is not stable: {remaining[0].code} still applies at line {remaining[0].line}")
     return new_source, fixable, remaining
@@ -116,10 +121,10 @@ def process(job: Job) -> FileResult:
     module_name = job.path.stem
     try:
         if job.mode is Mode.CHECK:
-            result.findings = check_source(source, job.settings, module_name)
+            result.findings = check_source(source, job.settings, module_name, job.path)
             return result
         first_party = first_party_names(job.path.parent.resolve())
-        new_source, result.fixed, result.findings = fix_source(source, job.settings, module_name, first_party)
+        new_source, result.fixed, result.findings = fix_source(source, job.settings, module_name, first_party, job.path)
         if new_source == source:
             return result
         if job.mode is Mode.DIFF:

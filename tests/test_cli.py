@@ -229,3 +229,43 @@ def test_console_script_subprocess(project: Path) -> None:
     assert completed.returncode == 1
     assert completed.stdout.startswith("--- a/tests/test_a.py")
     assert "Would fix 2 findings in 1 file." in completed.stderr
+
+
+def test_bases_imported_from_project_modules_are_resolved(project: Path) -> None:
+    package = project / "tests" / "support"
+    package.mkdir()
+    (project / "tests" / "__init__.py").write_text("")
+    (package / "__init__.py").write_text("from .bases import WithTeardown, Plain\n")
+    (package / "bases.py").write_text(
+        "class WithTeardown:\n    def teardown_method(self, method):\n        pass\n\n\nclass Plain:\n    pass\n"
+    )
+    (project / "tests" / "test_a.py").write_text(
+        textwrap.dedent(
+            """\
+            from unittest.mock import MagicMock
+
+            from somewhere_else import ThirdParty
+            from tests.support import WithTeardown
+            from .support.bases import Plain
+
+
+            class TestReexported(WithTeardown):
+                def test_a(self):
+                    MagicMock()
+
+
+            class TestRelative(Plain):
+                def test_a(self):
+                    MagicMock()
+
+
+            class TestThirdParty(ThirdParty):
+                def test_a(self):
+                    MagicMock()
+            """
+        )
+    )
+    result = invoke("--diff", "tests/test_a.py")
+    assert "+    def teardown_method(self, method):\n+        super().teardown_method(method)\n" in result.stdout
+    assert result.stdout.count("def teardown_method(self):\n+        gc.collect()") == 1
+    assert "cannot tell whether base `ThirdParty` of `TestThirdParty`" in result.stderr

@@ -22,12 +22,34 @@ TRICKY_SUITE = {
         [tool.pytest.ini_options]
         markers = ["performance: timing tests"]
         """,
+    "base_helpers.py": """\
+        class ImportedBase:
+            open_tests = 0
+
+            def setup_method(self, method):
+                ImportedBase.open_tests += 1
+
+            def teardown_method(self, method):
+                assert method is not None
+                ImportedBase.open_tests -= 1
+        """,
     "test_tricky.py": '''\
         """Shapes where a careless rewrite changes outcomes."""
         import unittest
         from unittest.mock import MagicMock, patch
 
         import pytest
+
+        from base_helpers import ImportedBase
+
+
+        def teardown_module():
+            assert ImportedBase.open_tests == 0, "ImportedBase.teardown_method was shadowed"
+
+
+        class TestImportedBase(ImportedBase):
+            def test_a(self):
+                assert MagicMock()
 
 
         class TestOuterWithSetup:

@@ -9,6 +9,7 @@ from typing import Optional
 
 from memsafe_fix.analysis.imports import PLAIN_BASES, UNITTEST_CASES
 from memsafe_fix.analysis.module import Def, ModuleAnalysis
+from memsafe_fix.analysis.project import imported_class
 
 
 def matches_prefix_or_glob(name: str, options: tuple[str, ...]) -> bool:
@@ -24,33 +25,39 @@ class BaseInfo:
     """What is statically known about a class's bases."""
 
     unittest: bool
-    # Same-module classes in method resolution order, nearest first (the class itself excluded).
+    # Bases defined in this file or in the project's own modules, in method resolution order,
+    # nearest first (the class itself excluded). ``Def.module`` tells which file each is in.
     known: list[Def]
-    # Source text of bases that cannot be resolved inside this file.
+    # Source text of bases that cannot be resolved.
     unknown: list[str]
 
 
 def resolve_bases(cls: Def, module: ModuleAnalysis, _seen: Optional[set[int]] = None) -> BaseInfo:
-    seen = _seen if _seen is not None else {cls.index}
+    seen = _seen if _seen is not None else {id(cls)}
     info = BaseInfo(unittest=False, known=[], unknown=[])
     for base in cls.node.bases:
         name = module.imports.qualify(base)
-        local = module.module_classes.get(base.id) if isinstance(base, ast.Name) else None
         if name in UNITTEST_CASES:
             info.unittest = True
-        elif local is not None and local.index not in seen:
-            seen.add(local.index)
-            info.known.append(local)
-            inner = resolve_bases(local, module, seen)
-            info.unittest |= inner.unittest
-            info.known += inner.known
-            info.unknown += inner.unknown
-        elif name in PLAIN_BASES or (name or "").startswith("typing.Generic"):
             continue
-        elif isinstance(base, ast.Subscript) and module.imports.qualify(base.value) in PLAIN_BASES:
+        if name in PLAIN_BASES or (
+            isinstance(base, ast.Subscript) and module.imports.qualify(base.value) in PLAIN_BASES
+        ):
             continue
-        else:
+        found = module.module_classes.get(base.id) if isinstance(base, ast.Name) else None
+        if found is None and name is not None and name != getattr(base, "id", None):
+            found = imported_class(module, name)
+        if found is None:
             info.unknown.append(ast.unparse(base))
+            continue
+        if id(found) in seen:  # a diamond: already in the list
+            continue
+        seen.add(id(found))
+        info.known.append(found)
+        inner = resolve_bases(found, found.module, seen)
+        info.unittest |= inner.unittest
+        info.known += inner.known
+        info.unknown += inner.unknown
     return info
 
 

@@ -60,13 +60,16 @@ class ImportTable:
                     else:
                         top = alias.name.split(".")[0]
                         table.bound[top] = top
-            elif isinstance(stmt, ast.ImportFrom) and stmt.level == 0 and stmt.module:
+            elif isinstance(stmt, ast.ImportFrom):
+                # Relative imports keep their leading dots: ``from .case import Base`` -> ``.case.Base``.
+                module = "." * stmt.level + (stmt.module or "")
                 for alias in stmt.names:
                     if alias.name == "*":
-                        if stmt.module in MOCK_MODULES:
+                        if module in MOCK_MODULES:
                             table.star_mock = True
                         continue
-                    table.bound[alias.asname or alias.name] = f"{stmt.module}.{alias.name}"
+                    separator = "" if module.endswith(".") else "."
+                    table.bound[alias.asname or alias.name] = f"{module}{separator}{alias.name}"
         if table.star_mock:
             for name in MOCK_FACTORIES:
                 table.bound.setdefault(name, f"unittest.mock.{name}")

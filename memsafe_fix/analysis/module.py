@@ -8,6 +8,7 @@ import re
 import tokenize
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Iterator, Optional, Union
 
 from memsafe_fix.analysis.imports import ImportTable
@@ -23,6 +24,7 @@ class Def:
 
     index: int
     node: DefNode
+    module: "ModuleAnalysis" = field(repr=False)
     parent: Optional["Def"]
     # Directly in the parent's body (not inside an ``if``/``try`` there).
     direct: bool = True
@@ -58,10 +60,12 @@ class Def:
 
 
 class ModuleAnalysis:
-    def __init__(self, source: str, settings: Settings, module_name: str = "") -> None:
+    def __init__(self, source: str, settings: Settings, module_name: str = "", path: Optional[Path] = None) -> None:
         self.source = source
         self.settings = settings
         self.module_name = module_name
+        # Where the file is, to resolve the project modules it imports (None: nothing resolves).
+        self.path = path
         self.tree = ast.parse(source)
         self.imports = ImportTable.from_module(self.tree)
         self.defs: list[Def] = []
@@ -74,7 +78,7 @@ class ModuleAnalysis:
         # yields in source order, so this preorder walk numbers them as LibCST visits them.
         for child in ast.iter_child_nodes(node):
             if isinstance(child, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-                entry = Def(len(self.defs), child, parent, direct)
+                entry = Def(len(self.defs), child, self, parent, direct)
                 self.defs.append(entry)
                 (parent.children if parent else self.top_level).append(entry)
                 self._collect_defs(child, entry, True)

@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Optional
+
+from memsafe_fix.analysis.module import Def, ModuleAnalysis
+from memsafe_fix.config import Settings
 
 ROOT_MARKERS = ("pyproject.toml", "setup.py", "setup.cfg", ".git")
 
@@ -34,3 +38,53 @@ def first_party_names(directory: Path) -> frozenset[str]:
     """Modules importable from the project root, ``src/``, and the test file's own folder."""
     root = project_root(directory)
     return _module_names(root) | _module_names(root / "src") | _module_names(directory)
+
+
+def _module_file(dotted: str, importer: Path) -> Optional[Path]:
+    """The file of module ``dotted`` (``pkg.mod`` or relative ``..mod``) imported from ``importer``."""
+    stripped = dotted.lstrip(".")
+    level = len(dotted) - len(stripped)
+    parts = stripped.split(".") if stripped else []
+    if level:
+        base = importer.parent
+        for _ in range(level - 1):
+            base = base.parent
+        roots = [base]
+    else:
+        root = project_root(importer.parent)
+        roots = [root, root / "src", importer.parent]
+    for root in roots:
+        target = root.joinpath(*parts)
+        for candidate in (target.with_suffix(".py") if parts else None, target / "__init__.py"):
+            if candidate is not None and candidate.is_file():
+                return candidate
+    return None
+
+
+@lru_cache(maxsize=256)
+def _load(path: Path) -> Optional[ModuleAnalysis]:
+    """A project module, parsed once per run (and per worker process)."""
+    try:
+        source = path.read_text(encoding="utf-8")
+        return ModuleAnalysis(source, Settings(), path.stem, path)
+    except (OSError, UnicodeDecodeError, SyntaxError, ValueError):
+        return None
+
+
+def imported_class(module: ModuleAnalysis, qualified: str, _depth: int = 0) -> Optional[Def]:
+    """The class a name imported into ``module`` refers to, if it is defined in the project:
+    ``pkg.mod.Base`` or ``.mod.Base``, following re-exports (``from .x import Base`` in an
+    ``__init__``) a few levels deep. Nothing is imported or executed."""
+    if module.path is None or _depth > 4 or "." not in qualified:
+        return None
+    dotted, name = qualified.rsplit(".", 1)
+    if not dotted.strip("."):
+        dotted += "" if dotted.endswith(".") else "."
+    path = _module_file(dotted, module.path)
+    target = _load(path) if path is not None else None
+    if target is None:
+        return None
+    if name in target.module_classes:
+        return target.module_classes[name]
+    reexported = target.imports.bound.get(name)
+    return imported_class(target, reexported, _depth + 1) if reexported else None

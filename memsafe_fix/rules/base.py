@@ -40,7 +40,8 @@ class Context:
         in their own body (nested test classes are judged on their own) or a same-module base."""
         if self.settings.scope == "all":
             return True
-        return any(self._own_mock_use(c) for c in [cls, *resolve_bases(cls, self.module).known])
+        same_module = [c for c in resolve_bases(cls, self.module).known if c.module is self.module]
+        return any(self._own_mock_use(c) for c in [cls, *same_module])
 
     def _own_mock_use(self, cls: Def) -> bool:
         if cls.index not in self._mock_use:
@@ -58,9 +59,10 @@ class Context:
                 return ".".join([local, *parts[cut:]]), ()
         return dotted, (parts[0],)
 
-    def calls(self, node: ast.AST, dotted: str) -> bool:
-        """Whether ``node`` contains a call of ``dotted`` (``gc.collect``), in any import spelling."""
-        qualify = self.module.imports.qualify
+    def calls(self, node: ast.AST, dotted: str, module: Optional[ModuleAnalysis] = None) -> bool:
+        """Whether ``node`` (from ``module``, default this file) contains a call of ``dotted``
+        (``gc.collect``), in any import spelling."""
+        qualify = (module or self.module).imports.qualify
         return any(isinstance(n, ast.Call) and qualify(n.func) == dotted for n in ast.walk(node))
 
     def finding(self, code: str, node: ast.AST, message: str, fix: Optional[Fix] = None) -> Finding:

@@ -6,8 +6,9 @@ Makes every test class that uses mocks (every test class with `scope = "all"`) c
 - a pytest-style class gets `def teardown_method(self)` calling `gc.collect()`, placed after
   `setup_method` (or after the docstring); an existing `teardown_method` gets the call appended
   once, keeping its `(self, method)` signature;
-- a class that inherits `teardown_method` from a base in the same file gets an override that
-  calls `super().teardown_method(...)` first, with the base's signature;
+- a class that inherits `teardown_method` from a base (in the same file, or in a project module
+  it imports, found without importing anything) gets an override that calls
+  `super().teardown_method(...)` first, with the base's signature;
 - a `unittest.TestCase` subclass gets (or extends) `tearDown`, calling `super().tearDown()`,
   because `python -m unittest` never calls `teardown_method`;
 - a test class nested in a class that has a `teardown_method` gets its own: pytest runs the
@@ -36,8 +37,8 @@ class TestCheckout:
 
 ## Fix safety
 Safe. Reported without a fix: an `async def teardown_method` (pytest never awaits it), and a
-class whose base comes from another module, where an added `teardown_method` could shadow one
-the base defines.
+class whose base cannot be found in the project (a third-party or dynamic base), where an added
+`teardown_method` could shadow one the base defines.
 """
 
 from __future__ import annotations
@@ -88,7 +89,11 @@ class GcTeardown(Rule):
             orphaned = enclosing_teardown and not unittest and own is None and inherited is None
             wanted = context.needs_pattern(cls) or orphaned
             # A same-module base that memsafe-fix gives a collecting teardown covers this class.
-            base_planned = own is None and inherited is None and any(b.index in collecting for b in bases.known)
+            base_planned = (
+                own is None
+                and inherited is None
+                and any(b.module is context.module and b.index in collecting for b in bases.known)
+            )
             if own is not None or inherited is not None or base_planned:
                 with_teardown.add(cls.index)
             if (
@@ -108,7 +113,8 @@ class GcTeardown(Rule):
 
     def _inherited_collects(self, inherited: Def, collecting: set[int], context: Context) -> bool:
         owner = inherited.parent
-        return context.calls(inherited.node, GC_COLLECT) or (owner is not None and owner.index in collecting)
+        planned = owner is not None and owner.module is context.module and owner.index in collecting
+        return planned or context.calls(inherited.node, GC_COLLECT, inherited.module)
 
     def _fix(
         self,
