@@ -23,11 +23,11 @@ class InsertDecorator:
 
 @dataclass(frozen=True)
 class AppendStatements:
-    """Append statements to the end of a function body (before a trailing ``return``)."""
+    """Append statements to the end of a function body (before a trailing ``return``); a body
+    that is only ``pass`` or ``...`` is replaced."""
 
     target: int
     code: str
-    replace_placeholder: bool = True
 
 
 @dataclass(frozen=True)

@@ -68,12 +68,3 @@ def marks_of(scope: Optional[Def], module: ModuleAnalysis) -> list[ast.expr]:
     if scope.is_class:
         marks += pytestmark_marks(scope.node.body)
     return marks
-
-
-def inherited_marks(scope: Optional[Def], module: ModuleAnalysis) -> list[ast.expr]:
-    """Every marker that applies to ``scope``'s tests: its own, its enclosing classes', the module's."""
-    marks = marks_of(None, module)
-    while scope is not None:
-        marks += marks_of(scope, module)
-        scope = scope.parent
-    return marks

@@ -6,7 +6,7 @@ import ast
 from functools import cached_property
 from typing import ClassVar, Iterator, Optional
 
-from memsafe_fix.analysis.collection import is_collected_class, resolve_bases
+from memsafe_fix.analysis.collection import is_collected_class, is_unittest_class, resolve_bases
 from memsafe_fix.analysis.mocks import MockUsage
 from memsafe_fix.analysis.module import Def, ModuleAnalysis
 from memsafe_fix.edits import Finding, Fix
@@ -33,7 +33,7 @@ class Context:
         return [d for d in self.module.defs if d.is_class and is_collected_class(d, self.module)]
 
     def is_unittest(self, cls: Def) -> bool:
-        return resolve_bases(cls, self.module).unittest
+        return is_unittest_class(cls, self.module)
 
     def needs_pattern(self, cls: Def) -> bool:
         """The class is in scope: every test class with ``scope = "all"``, else those using mocks
