@@ -269,3 +269,12 @@ def test_bases_imported_from_project_modules_are_resolved(project: Path) -> None
     assert "+    def teardown_method(self, method):\n+        super().teardown_method(method)\n" in result.stdout
     assert result.stdout.count("def teardown_method(self):\n+        gc.collect()") == 1
     assert "cannot tell whether base `ThirdParty` of `TestThirdParty`" in result.stderr
+
+
+def test_readme_shows_the_real_diff_of_the_examples(monkeypatch: pytest.MonkeyPatch) -> None:
+    root = Path(__file__).parent.parent
+    monkeypatch.chdir(root)
+    shown = (root / "README.md").read_text().split("```diff\n", 1)[1].split("```", 1)[0]
+    produced = invoke("--diff", "examples/").stdout
+    assert shown.startswith("--- a/examples/tests/test_notifier.py")
+    assert shown in produced
