@@ -49,16 +49,22 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def invoke(*args: str):
-    return CliRunner().invoke(app, list(args))
+    try:  # Click < 8.2 mixes stderr into stdout unless told not to; 8.2 always separates them.
+        runner = CliRunner(mix_stderr=False)
+    except TypeError:
+        runner = CliRunner()
+    result = runner.invoke(app, list(args))
+    result.everything = result.stdout + result.stderr  # .output differs between Click versions
+    return result
 
 
 def test_check_lists_findings_and_exits_1(project: Path) -> None:
     (project / "tests" / "test_a.py").write_text(MOCK_CLASS)
     result = invoke("tests")
     assert result.exit_code == 1
-    assert "tests/test_a.py:4:1: MSF001 [*] test class `TestA` has no `xdist_group` marker" in result.output
-    assert "tests/test_a.py:4:1: MSF002 [*]" in result.output
-    assert "Found 2 findings (2 fixable with `--write`)." in result.output
+    assert "tests/test_a.py:4:1: MSF001 [*] test class `TestA` has no `xdist_group` marker" in result.everything
+    assert "tests/test_a.py:4:1: MSF002 [*]" in result.everything
+    assert "Found 2 findings (2 fixable with `--write`)." in result.everything
     assert (project / "tests" / "test_a.py").read_text() == MOCK_CLASS
     assert invoke("--check", "tests").exit_code == 1
 
@@ -67,8 +73,8 @@ def test_clean_tree_exits_0(project: Path) -> None:
     (project / "tests" / "test_a.py").write_text(CLEAN)
     for mode in ("--check", "--diff", "--write"):
         result = invoke(mode, "tests")
-        assert result.exit_code == 0, (mode, result.output)
-    assert "All checked: no findings in 1 file." in invoke("tests").output
+        assert result.exit_code == 0, (mode, result.everything)
+    assert "All checked: no findings in 1 file." in invoke("tests").everything
 
 
 def test_diff_writes_nothing_and_applies_with_git(project: Path) -> None:
@@ -101,7 +107,7 @@ def test_write_then_second_run_changes_nothing(project: Path) -> None:
     (project / "tests" / "test_a.py").write_text(MOCK_CLASS)
     result = invoke("--write", "tests")
     assert result.exit_code == 0
-    assert "Fixed 2 findings in 1 file; 0 remaining without a safe fix." in result.output
+    assert "Fixed 2 findings in 1 file; 0 remaining without a safe fix." in result.everything
     assert "gc.collect()" in (project / "tests" / "test_a.py").read_text()
     again = invoke("--diff", "tests")
     assert again.exit_code == 0 and again.stdout == ""
@@ -111,8 +117,8 @@ def test_write_exits_1_when_unfixable_findings_remain(project: Path) -> None:
     (project / "tests" / "test_a.py").write_text(UNFIXABLE)
     result = invoke("--write", "tests")
     assert result.exit_code == 1
-    assert "MSF002 cannot tell whether base `Base`" in result.output
-    assert "[*]" not in result.output
+    assert "MSF002 cannot tell whether base `Base`" in result.everything
+    assert "[*]" not in result.everything
 
 
 def test_syntax_error_reported_file_untouched_others_processed(project: Path) -> None:
@@ -121,9 +127,9 @@ def test_syntax_error_reported_file_untouched_others_processed(project: Path) ->
     (project / "tests" / "test_ok.py").write_text(MOCK_CLASS)
     result = invoke("--write", "tests")
     assert result.exit_code == 2
-    errors = [line for line in result.output.splitlines() if "syntax error" in line]
+    errors = [line for line in result.everything.splitlines() if "syntax error" in line]
     assert len(errors) == 1 and errors[0].startswith("tests/test_broken.py:2:")
-    assert "Traceback" not in result.output
+    assert "Traceback" not in result.everything
     assert (project / "tests" / "test_broken.py").read_bytes() == broken
     assert "gc.collect()" in (project / "tests" / "test_ok.py").read_text()
 
@@ -133,7 +139,7 @@ def test_future_import_error_in_input_is_a_syntax_error(project: Path) -> None:
     (project / "tests" / "test_a.py").write_text(source)
     result = invoke("--write", "tests")
     assert result.exit_code == 2
-    assert "tests/test_a.py:2:" in result.output and "syntax error" in result.output
+    assert "tests/test_a.py:2:" in result.everything and "syntax error" in result.everything
     assert (project / "tests" / "test_a.py").read_text() == source
 
 
@@ -142,8 +148,8 @@ def test_unreadable_file_and_missing_path(project: Path) -> None:
     (project / "tests" / "test_ok.py").write_text(MOCK_CLASS)
     result = invoke("--write", "tests", "missing_dir")
     assert result.exit_code == 2
-    assert "tests/test_dangling.py:1:1: error: cannot read file" in result.output
-    assert "missing_dir:1:1: error: no such file or directory" in result.output
+    assert "tests/test_dangling.py:1:1: error: cannot read file" in result.everything
+    assert "missing_dir:1:1: error: no such file or directory" in result.everything
     assert "gc.collect()" in (project / "tests" / "test_ok.py").read_text()
 
 
@@ -152,7 +158,7 @@ def test_internal_error_leaves_file_untouched(project: Path, monkeypatch: pytest
     (project / "tests" / "test_a.py").write_text(MOCK_CLASS)
     result = invoke("--write", "tests")
     assert result.exit_code == 2
-    assert "tests/test_a.py:1:1: internal error: the fixed file would not compile" in result.output
+    assert "tests/test_a.py:1:1: internal error: the fixed file would not compile" in result.everything
     assert (project / "tests" / "test_a.py").read_text() == MOCK_CLASS
 
 
@@ -160,7 +166,7 @@ def test_bad_options_exit_2(project: Path) -> None:
     assert invoke("--no-such-option").exit_code == 2
     result = invoke("--diff", "--write", "tests")
     assert result.exit_code == 2
-    assert "use only one of --check, --diff and --write" in result.output
+    assert "use only one of --check, --diff and --write" in result.everything
 
 
 def test_unknown_config_key_is_an_error(project: Path) -> None:
@@ -168,7 +174,7 @@ def test_unknown_config_key_is_an_error(project: Path) -> None:
     (project / "tests" / "test_a.py").write_text(CLEAN)
     result = invoke("tests")
     assert result.exit_code == 2
-    assert "unknown key `fuction-gc`" in result.output
+    assert "unknown key `fuction-gc`" in result.everything
 
 
 def test_config_settings_apply(project: Path) -> None:
@@ -189,12 +195,12 @@ def test_discovery_respects_gitignore_venv_and_python_files(project: Path) -> No
     (project / ".venv" / "lib" / "test_venv.py").write_text(MOCK_CLASS)
     (project / "tests" / "sub" / "check_custom.py").write_text(MOCK_CLASS)
     (project / "tests" / "helpers.py").write_text(MOCK_CLASS)
-    output = invoke(".").output
+    output = invoke(".").everything
     assert "tests/sub/check_custom.py" in output
     for skipped in ("test_gen.py", "test_venv.py", "helpers.py"):
         assert skipped not in output
     # Files named explicitly are always processed.
-    assert "tests/helpers.py:4:1: MSF001" in invoke("tests/helpers.py").output
+    assert "tests/helpers.py:4:1: MSF001" in invoke("tests/helpers.py").everything
 
 
 def test_write_keeps_file_mode_and_leaves_no_temp_files(project: Path) -> None:
@@ -211,12 +217,12 @@ def test_many_files_in_parallel_match_serial_results(project: Path) -> None:
         (project / "tests" / f"test_{i:02}.py").write_text(MOCK_CLASS if i % 2 else CLEAN)
     result = invoke("--write", "tests")
     assert result.exit_code == 0
-    assert "Fixed 40 findings in 20 files" in result.output
+    assert "Fixed 40 findings in 20 files" in result.everything
     assert invoke("--diff", "tests").stdout == ""
 
 
 def test_version_and_module_entry_point(project: Path) -> None:
-    assert invoke("--version").output.strip() == f"memsafe-fix {__version__}"
+    assert invoke("--version").everything.strip() == f"memsafe-fix {__version__}"
     completed = subprocess.run([sys.executable, "-m", "memsafe_fix", "--version"], capture_output=True, text=True)
     assert completed.stdout.strip() == f"memsafe-fix {__version__}"
 
