@@ -28,7 +28,9 @@ class TestAPIKeySecurity:
 ```
 The name comes from `group-name`: `class` (default: the class name without its `Test`
 prefix or suffix, in snake_case), `module` (the file name without `test_`), or
-`module-class` (`module.class`).
+`module-class` (`module.class`). With `class`, same-named classes in different files share one
+group, so they all run on one worker: in suites that reuse class names across modules (say a
+`TestChannel` per transport), prefer `module-class`.
 
 ## Fix safety
 Safe: a marker changes only how `--dist loadgroup` distributes tests. Under
