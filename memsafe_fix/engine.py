@@ -56,8 +56,12 @@ class Job:
 def check_source(source: str, settings: Settings, module_name: str, path: Optional[Path] = None) -> list[Finding]:
     """Every enabled rule's findings for one file's text, in source order. ``path`` lets rules
     look at the project modules the file imports."""
-    context = Context(ModuleAnalysis(source, settings, module_name, path))
-    findings = [f for rule in ALL_RULES if settings.rule_enabled(rule.code) for f in rule.check(context)]
+    return _check(ModuleAnalysis(source, settings, module_name, path))
+
+
+def _check(module: ModuleAnalysis) -> list[Finding]:
+    context = Context(module)
+    findings = [f for rule in ALL_RULES if module.settings.rule_enabled(rule.code) for f in rule.check(context)]
     return sorted(findings, key=lambda f: (f.line, f.col, f.code))
 
 
@@ -70,11 +74,13 @@ def fix_source(
 ) -> tuple[str, list[Finding], list[Finding]]:
     """(new source, findings fixed, findings remaining). Raises ``SyntaxError`` for bad input
     and ``FixError`` when the result would not compile or would not be stable."""
-    findings = check_source(source, settings, module_name, path)
+    module = ModuleAnalysis(source, settings, module_name, path)
+    findings = _check(module)
     fixable = [f for f in findings if f.fix is not None]
     if not fixable:
         return source, [], findings
-    new_source = apply_fixes(source, [f.fix for f in fixable if f.fix is not None], first_party)
+    def_names = [d.name for d in module.defs]
+    new_source = apply_fixes(source, [f.fix for f in fixable if f.fix is not None], def_names, first_party)
     try:
         compile(new_source, module_name, "exec", dont_inherit=True)
     except SyntaxError as exc:

@@ -30,14 +30,17 @@ class FixError(Exception):
     """The planned edits do not match the file (a bug in memsafe-fix, never the user's)."""
 
 
-def apply_fixes(source: str, fixes: Iterable[Fix], first_party: frozenset[str] = frozenset()) -> str:
-    """``first_party``: top-level names of the project's own modules, which isort-style
-    import sections keep apart from third-party imports."""
+def apply_fixes(
+    source: str, fixes: Iterable[Fix], def_names: Sequence[str], first_party: frozenset[str] = frozenset()
+) -> str:
+    """``def_names``: the names of all ``class``/``def`` statements in source order, as the
+    analysis numbered them; ``first_party``: top-level names of the project's own modules,
+    which isort-style import sections keep apart from third-party imports."""
     fixes = list(fixes)
     module = cst.parse_module(source)
     edits = [edit for fix in fixes for edit in fix.edits]
     imports = list(dict.fromkeys(name for fix in fixes for name in fix.imports))
-    updated = module.visit(_EditApplier(edits))
+    updated = module.visit(_EditApplier(edits, def_names))
     body = list(updated.body)
     for name in imports:
         body = _insert_import(body, name, first_party)
@@ -86,7 +89,8 @@ def _is_docstring(stmt: cst.BaseStatement) -> bool:
 
 
 class _EditApplier(cst.CSTTransformer):
-    def __init__(self, edits: Sequence[Edit]) -> None:
+    def __init__(self, edits: Sequence[Edit], def_names: Sequence[str]) -> None:
+        self.def_names = def_names
         self.edits: dict[Optional[int], list[Edit]] = defaultdict(list)
         for edit in edits:
             if not isinstance(edit, InsertModuleStatement):
@@ -97,15 +101,18 @@ class _EditApplier(cst.CSTTransformer):
         self.index_of: dict[int, int] = {}
         self.kept: list[cst.CSTNode] = []
 
-    def _enter(self) -> None:
-        self.open_defs.append(self.next_index)
+    def _enter(self, node: DefNode) -> None:
+        index = self.next_index
+        if index >= len(self.def_names) or self.def_names[index] != node.name.value:
+            raise FixError(f"definition #{index} (`{node.name.value}`) does not match the analysis")
+        self.open_defs.append(index)
         self.next_index += 1
 
     def visit_ClassDef(self, node: cst.ClassDef) -> None:
-        self._enter()
+        self._enter(node)
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
-        self._enter()
+        self._enter(node)
 
     def leave_ClassDef(self, original_node: cst.ClassDef, updated_node: cst.ClassDef) -> cst.ClassDef:
         return self._leave(updated_node)

@@ -15,6 +15,8 @@ from memsafe_fix.analysis.imports import ImportTable
 from memsafe_fix.config import Settings
 
 DefNode = Union[ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef]
+# Nodes whose children can be statements: statements, ``except`` handlers, ``match`` cases.
+_STATEMENT_CONTAINERS = (ast.stmt, ast.excepthandler) + ((ast.match_case,) if hasattr(ast, "match_case") else ())
 _SUPPRESSION = re.compile(r"#\s*memsafe:\s*ignore(?:\[([A-Za-z0-9,\s]*)\])?")
 
 
@@ -75,14 +77,15 @@ class ModuleAnalysis:
 
     def _collect_defs(self, node: ast.AST, parent: Optional[Def], direct: bool) -> None:
         # ``class``/``def`` only occur in statement bodies, whose fields ``iter_child_nodes``
-        # yields in source order, so this preorder walk numbers them as LibCST visits them.
+        # yields in source order, so this preorder walk numbers them as LibCST visits them
+        # (``fixer.py`` checks that the names agree).
         for child in ast.iter_child_nodes(node):
             if isinstance(child, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
                 entry = Def(len(self.defs), child, self, parent, direct)
                 self.defs.append(entry)
                 (parent.children if parent else self.top_level).append(entry)
                 self._collect_defs(child, entry, True)
-            elif isinstance(child, ast.stmt):
+            elif isinstance(child, _STATEMENT_CONTAINERS):
                 self._collect_defs(child, parent, False)
 
     @cached_property
