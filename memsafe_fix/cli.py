@@ -51,6 +51,8 @@ def memsafe_fix(
     gc teardowns, performance-test skips under xdist)."""
     if check + diff + write > 1:
         raise typer.BadParameter("use only one of --check, --diff and --write")
+    if config is not None and not config.is_file():
+        raise typer.BadParameter(f"{config}: no such file", param_hint="--config")
     mode = Mode.WRITE if write else Mode.DIFF if diff else Mode.CHECK
     try:
         exit_code = _run(paths or [Path(".")], mode, config.resolve() if config else None, verbose)

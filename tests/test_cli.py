@@ -169,6 +169,12 @@ def test_bad_options_exit_2(project: Path) -> None:
     assert "use only one of --check, --diff and --write" in result.everything
 
 
+def test_missing_config_file_is_an_error(project: Path) -> None:
+    result = invoke("--config", "nope.toml", "tests")
+    assert result.exit_code == 2
+    assert "nope.toml: no such file" in result.everything
+
+
 def test_unknown_config_key_is_an_error(project: Path) -> None:
     (project / "pyproject.toml").write_text("[tool.memsafe-fix]\nscope = 'all'\nfuction-gc = 'off'\n")
     (project / "tests" / "test_a.py").write_text(CLEAN)
