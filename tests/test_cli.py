@@ -290,3 +290,18 @@ def test_readme_shows_the_real_diff_of_the_examples(monkeypatch: pytest.MonkeyPa
     produced = invoke("--diff", "examples/").stdout
     assert shown.startswith("--- a/examples/tests/test_notifier.py")
     assert shown in produced
+
+
+def test_bases_resolve_from_the_package_base_without_project_markers(tmp_path: Path, monkeypatch) -> None:
+    # No pyproject.toml/.git: absolute imports resolve from the folder above the top package,
+    # as pytest's default "prepend" import mode sees them.
+    package = tmp_path / "lib" / "suite"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("import unittest\n\n\nclass CaseBase(unittest.TestCase):\n    pass\n")
+    (package / "test_a.py").write_text(
+        "from unittest import mock\n\nfrom suite import CaseBase\n\n\n"
+        "class Checks(CaseBase):\n    def test_a(self):\n        mock.MagicMock()\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    result = invoke("--diff", "lib")
+    assert "+    def tearDown(self):\n+        super().tearDown()\n+        gc.collect()" in result.stdout

@@ -23,6 +23,15 @@ def project_root(directory: Path) -> Path:
 
 
 @lru_cache(maxsize=None)
+def package_base(directory: Path) -> Path:
+    """The folder above the top-most package holding ``directory``: what pytest's default
+    ``prepend`` import mode puts on ``sys.path`` for a test file there."""
+    while (directory / "__init__.py").is_file() and directory.parent != directory:
+        directory = directory.parent
+    return directory
+
+
+@lru_cache(maxsize=None)
 def _module_names(folder: Path) -> frozenset[str]:
     try:
         entries = list(os.scandir(folder))
@@ -35,9 +44,11 @@ def _module_names(folder: Path) -> frozenset[str]:
 
 @lru_cache(maxsize=None)
 def first_party_names(directory: Path) -> frozenset[str]:
-    """Modules importable from the project root, ``src/``, and the test file's own folder."""
+    """Modules importable from the project root, ``src/``, the test file's own folder, and the
+    folder above its top-most package."""
     root = project_root(directory)
-    return _module_names(root) | _module_names(root / "src") | _module_names(directory)
+    folders = {root, root / "src", directory, package_base(directory)}
+    return frozenset().union(*(_module_names(folder) for folder in folders))
 
 
 def _module_file(dotted: str, importer: Path) -> Optional[Path]:
@@ -52,7 +63,7 @@ def _module_file(dotted: str, importer: Path) -> Optional[Path]:
         roots = [base]
     else:
         root = project_root(importer.parent)
-        roots = [root, root / "src", importer.parent]
+        roots = [root, root / "src", importer.parent, package_base(importer.parent)]
     for root in roots:
         target = root.joinpath(*parts)
         for candidate in (target.with_suffix(".py") if parts else None, target / "__init__.py"):
