@@ -94,7 +94,8 @@ def _run(paths: list[Path], mode: Mode, config: Optional[Path], verbose: bool) -
         typer.echo(check_summary(findings, fixable, len(jobs)))
         outcome = EXIT_FINDINGS if findings else EXIT_CLEAN
     elif mode is Mode.DIFF:
-        typer.echo(diff_summary(fixed, changed, findings), err=True)
+        if changed or findings:  # a dry run with nothing to say stays silent
+            typer.echo(diff_summary(fixed, changed, findings), err=True)
         outcome = EXIT_FINDINGS if changed else EXIT_CLEAN
     else:
         typer.echo(write_summary(fixed, changed, findings))

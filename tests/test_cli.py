@@ -110,7 +110,7 @@ def test_write_then_second_run_changes_nothing(project: Path) -> None:
     assert "Fixed 2 findings in 1 file; 0 remaining without a safe fix." in result.everything
     assert "gc.collect()" in (project / "tests" / "test_a.py").read_text()
     again = invoke("--diff", "tests")
-    assert again.exit_code == 0 and again.stdout == ""
+    assert (again.exit_code, again.stdout, again.stderr) == (0, "", "")
 
 
 def test_write_exits_1_when_unfixable_findings_remain(project: Path) -> None:

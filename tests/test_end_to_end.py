@@ -197,7 +197,7 @@ def test_outcomes_unchanged_by_rewrite(suite: Path) -> None:
     for path in suite.rglob("*.py"):
         compile(path.read_bytes(), str(path), "exec", dont_inherit=True)
     again = memsafe_fix(suite, "--diff", ".")
-    assert (again.returncode, again.stdout) == (0, "")
+    assert (again.returncode, again.stdout, again.stderr) == (0, "", "")
 
     assert run_pytest(suite) == serial_before
     xdist_after = run_pytest(suite, "-n", "2", "--dist", "loadgroup")
