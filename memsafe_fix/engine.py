@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import io
 import os
 import tempfile
@@ -82,11 +83,14 @@ def fix_source(
     def_names = [d.name for d in module.defs]
     new_source = apply_fixes(source, [f.fix for f in fixable if f.fix is not None], def_names, first_party)
     try:
-        compile(new_source, module_name, "exec", dont_inherit=True)
+        # One parse of the new text serves both the compile check and the re-check; compiling
+        # the tree still catches what ast.parse lets through (a misplaced __future__ import).
+        new_tree = ast.parse(new_source)
+        compile(new_tree, module_name, "exec", dont_inherit=True)
     except SyntaxError as exc:
-        compile(source, module_name, "exec", dont_inherit=True)  # the input's own error wins
+        compile(module.tree, module_name, "exec", dont_inherit=True)  # the input's own error wins
         raise FixError(f"the fixed file would not compile ({exc.msg}, line {exc.lineno})") from exc
-    remaining = check_source(new_source, settings, module_name, path)
+    remaining = _check(ModuleAnalysis(new_source, settings, module_name, path, new_tree))
     if any(f.fix is not None for f in remaining):
         raise FixError(f"fixing is not stable: {remaining[0].code} still applies at line {remaining[0].line}")
     return new_source, fixable, remaining

@@ -97,9 +97,9 @@ class _EditApplier(cst.CSTTransformer):
                 self.edits[edit.target].append(edit)
         self.next_index = 0
         self.open_defs: list[int] = []
-        # id() of each (updated) def node placed in the tree -> its definition index.
+        # id() of each (updated) def node placed in the tree -> its definition index. The nodes
+        # stay alive in the tree being built, so their ids stay unique.
         self.index_of: dict[int, int] = {}
-        self.kept: list[cst.CSTNode] = []
 
     def _enter(self, node: DefNode) -> None:
         index = self.next_index
@@ -141,7 +141,6 @@ class _EditApplier(cst.CSTTransformer):
                 body = _as_indented(node.body)
                 node = node.with_changes(body=body.with_changes(body=_extend_pytestmark(list(body.body), edit.code)))
         self.index_of[id(node)] = index
-        self.kept.append(node)  # keep ids unique while index_of refers to them
         return node
 
     def _insert_method(self, suite: cst.BaseSuite, edit: InsertMethod) -> cst.IndentedBlock:

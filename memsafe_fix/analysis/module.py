@@ -62,13 +62,20 @@ class Def:
 
 
 class ModuleAnalysis:
-    def __init__(self, source: str, settings: Settings, module_name: str = "", path: Optional[Path] = None) -> None:
+    def __init__(
+        self,
+        source: str,
+        settings: Settings,
+        module_name: str = "",
+        path: Optional[Path] = None,
+        tree: Optional[ast.Module] = None,
+    ) -> None:
         self.source = source
         self.settings = settings
         self.module_name = module_name
         # Where the file is, to resolve the project modules it imports (None: nothing resolves).
         self.path = path
-        self.tree = ast.parse(source)
+        self.tree = tree if tree is not None else ast.parse(source)
         self.imports = ImportTable.from_module(self.tree)
         self.defs: list[Def] = []
         self.top_level: list[Def] = []
