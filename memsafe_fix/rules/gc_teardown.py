@@ -54,9 +54,12 @@ from memsafe_fix.rules.base import Context, Rule
 GC_COLLECT = "gc.collect"
 
 
-def _positional_params(func: Def) -> int:
+def _takes_method(func: Def) -> bool:
+    """Whether pytest passes ``method`` to this teardown: it counts positional parameters
+    beyond ``self`` (a staticmethod has no ``self``)."""
     args = func.node.args
-    return len(args.posonlyargs) + len(args.args)
+    static = any(isinstance(d, ast.Name) and d.id == "staticmethod" for d in func.node.decorator_list)
+    return len(args.posonlyargs) + len(args.args) + static >= 2
 
 
 class GcTeardown(Rule):
@@ -138,7 +141,7 @@ class GcTeardown(Rule):
             body = f"super().tearDown()\n    {collect}()"
             signature = "self"
         elif inherited is not None:
-            passes_method = _positional_params(inherited) >= 2
+            passes_method = _takes_method(inherited)
             signature = "self, method" if passes_method else "self"
             body = f"super().teardown_method({'method' if passes_method else ''})\n    {collect}()"
         elif unknown_bases:
