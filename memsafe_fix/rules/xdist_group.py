@@ -33,8 +33,12 @@ group, so they all run on one worker: in suites that reuse class names across mo
 `TestChannel` per transport), prefer `module-class`.
 
 ## Fix safety
-Safe: a marker changes only how `--dist loadgroup` distributes tests. Under
-`--strict-markers` the marker must be registered; pytest-xdist registers it when installed.
+Safe for test outcomes under pytest: a marker changes only how `--dist loadgroup` distributes
+tests (which can expose tests that depend on running after others). Under `--strict-markers`
+the marker must be registered; pytest-xdist registers it when installed. In a module of
+`unittest.TestCase` classes that did not import pytest, the fix adds `import pytest`: if that
+module must also run under `python -m unittest` where pytest is not installed, suppress it
+there with `# memsafe: ignore[MSF001]`.
 """
 
 from __future__ import annotations
