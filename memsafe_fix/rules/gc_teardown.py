@@ -36,8 +36,8 @@ class TestCheckout:
 ```
 
 ## Fix safety
-Safe. Reported without a fix: an `async def teardown_method` (pytest never awaits it), and a
-class whose base cannot be found in the project (a third-party or dynamic base), where an added
+Safe. Reported without a fix: an `async def teardown_method` (pytest never awaits it), a
+`teardown_method = ...` assignment, and a class whose base cannot be found in the project (a third-party or dynamic base), where an added
 `teardown_method` could shadow one the base defines.
 """
 
@@ -108,6 +108,11 @@ class GcTeardown(Rule):
                 continue
             if not wanted or context.suppressed(self.code, cls):
                 continue
+            if own is None and _assigned(cls, name):
+                with_teardown.add(cls.index)
+                message = f"`{name}` of `{cls.name}` is assigned, not defined; make it call `gc.collect()` by hand"
+                yield context.finding(self.code, cls.node, message)
+                continue
             finding = self._fix(context, cls, name, own, inherited, bases.unknown, unittest, orphaned)
             if finding.fixable:
                 collecting.add(cls.index)
@@ -167,6 +172,19 @@ class GcTeardown(Rule):
         else:
             message = f"test class `{cls.name}` has no `{name}` that calls `gc.collect()`"
         return context.finding(self.code, cls.node, message, fix)
+
+
+def _assigned(cls: Def, name: str) -> bool:
+    """``teardown_method = helper`` in the class body: a ``def`` added before it would be
+    overridden, and one added after it would drop the helper."""
+    return any(
+        isinstance(stmt, (ast.Assign, ast.AnnAssign))
+        and any(
+            isinstance(t, ast.Name) and t.id == name
+            for t in (stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target])
+        )
+        for stmt in cls.node.body
+    )
 
 
 def _ancestors(cls: Def) -> Iterator[Def]:
