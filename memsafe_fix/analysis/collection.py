@@ -99,7 +99,20 @@ def is_collected_class(cls: Def, module: ModuleAnalysis) -> bool:
         return True
     if not matches_prefix_or_glob(cls.name, module.settings.python_classes):
         return False
+    if any(_generates_init(d, c.module) for c in [cls, *bases.known] for d in c.node.decorator_list):
+        return False
     return not any(_defines(c, ("__init__", "__new__")) for c in [cls, *bases.known])
+
+
+# Class decorators that write an ``__init__``, which makes pytest skip the class.
+_INIT_GENERATORS = frozenset(
+    {"dataclasses.dataclass", "attr.s", "attr.attrs", "attr.define", "attrs.define", "attrs.frozen"}
+)
+
+
+def _generates_init(decorator: ast.expr, module: ModuleAnalysis) -> bool:
+    target = decorator.func if isinstance(decorator, ast.Call) else decorator
+    return module.imports.qualify(target) in _INIT_GENERATORS
 
 
 def is_test_function(func: Def, module: ModuleAnalysis) -> bool:
