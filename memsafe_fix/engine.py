@@ -103,7 +103,9 @@ def read_source(data: bytes) -> tuple[str, str]:
 
 
 def write_atomically(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` via a temporary file and rename, keeping its mode."""
+    """Replace ``path`` with ``data`` via a temporary file and rename, keeping its mode. A
+    symlink is written through: its target changes, the link stays a link."""
+    path = path.resolve()
     mode = path.stat().st_mode
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".memsafe-tmp")
     try:

@@ -305,3 +305,13 @@ def test_bases_resolve_from_the_package_base_without_project_markers(tmp_path: P
     monkeypatch.chdir(tmp_path)
     result = invoke("--diff", "lib")
     assert "+    def tearDown(self):\n+        super().tearDown()\n+        gc.collect()" in result.stdout
+
+
+def test_write_through_a_symlink_keeps_the_link(project: Path) -> None:
+    real = project / "shared_test_a.py"
+    real.write_text(MOCK_CLASS)
+    link = project / "tests" / "test_a.py"
+    link.symlink_to(real)
+    assert invoke("--write", "tests").exit_code == 0
+    assert link.is_symlink()
+    assert "gc.collect()" in real.read_text()
