@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
@@ -13,9 +15,35 @@ from memsafe_fix import __version__
 from memsafe_fix.config import ConfigError, settings_for
 from memsafe_fix.discovery import MissingPath, discover
 from memsafe_fix.engine import Job, Mode, run
-from memsafe_fix.report import check_summary, diff_summary, format_finding, write_summary
+from memsafe_fix.report import (
+    Located,
+    check_summary,
+    diff_summary,
+    format_finding,
+    github_annotation,
+    json_report,
+    statistics,
+    write_summary,
+)
+from memsafe_fix.rules import ALL_RULES
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+
+
+class OutputFormat(str, Enum):
+    TEXT = "text"
+    JSON = "json"
+    GITHUB = "github"
+
+
+@dataclass(frozen=True)
+class Output:
+    format: OutputFormat
+    statistics: bool
+    quiet: bool
+    exit_zero: bool
+    verbose: bool
+
 
 app = typer.Typer(add_completion=False, context_settings={"help_option_names": ["-h", "--help"]})
 
@@ -42,6 +70,14 @@ def memsafe_fix(
     diff: bool = typer.Option(False, "--diff", help="Print the fixes as unified diffs without writing; exit 1 if any."),
     write: bool = typer.Option(False, "--write", help="Apply the fixes in place; exit 1 if unfixable findings remain."),
     config: Optional[Path] = typer.Option(None, "--config", help="Use this pyproject.toml instead of the nearest one."),
+    output_format: OutputFormat = typer.Option(
+        OutputFormat.TEXT, "--output-format", help="How findings are printed.", case_sensitive=False
+    ),
+    show_statistics: bool = typer.Option(False, "--statistics", help="Also count the findings per rule."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print findings, diffs and errors only: no summary."),
+    exit_zero: bool = typer.Option(
+        False, "--exit-zero", help="Exit 0 even when there are findings (errors still exit 2)."
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks for internal errors."),
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
@@ -55,14 +91,15 @@ def memsafe_fix(
         raise typer.BadParameter(f"{config}: no such file", param_hint="--config")
     mode = Mode.WRITE if write else Mode.DIFF if diff else Mode.CHECK
     try:
-        exit_code = _run(paths or [Path(".")], mode, config.resolve() if config else None, verbose)
+        options = Output(output_format, show_statistics, quiet, exit_zero, verbose)
+        exit_code = _run(paths or [Path(".")], mode, config.resolve() if config else None, options)
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         exit_code = EXIT_ERROR
     raise typer.Exit(exit_code)
 
 
-def _run(paths: list[Path], mode: Mode, config: Optional[Path], verbose: bool) -> int:
+def _run(paths: list[Path], mode: Mode, config: Optional[Path], options: "Output") -> int:
     errors: list[str] = []
     jobs: list[Job] = []
     for found in discover(paths, config):
@@ -70,9 +107,9 @@ def _run(paths: list[Path], mode: Mode, config: Optional[Path], verbose: bool) -
             errors.append(f"{found.path}:1:1: error: no such file or directory")
             continue
         settings = settings_for(found.parent, config)
-        jobs.append(Job(found, _display(found), settings, mode, verbose))
-    findings = fixed = changed = 0
-    fixable = 0
+        jobs.append(Job(found, _display(found), settings, mode, options.verbose))
+    reported: list[Located] = []
+    findings = fixed = changed = fixable = 0
     for result in run(jobs):
         if result.error:
             errors.append(result.error)
@@ -83,24 +120,38 @@ def _run(paths: list[Path], mode: Mode, config: Optional[Path], verbose: bool) -
         fixed += len(result.fixed)
         findings += len(result.findings)
         fixable += sum(f.fixable for f in result.findings)
-        for finding in result.findings:
-            if mode is Mode.CHECK or not finding.fixable:
-                typer.echo(
-                    format_finding(result.display, finding), file=sys.stderr if mode is Mode.DIFF else sys.stdout
-                )
+        # --diff and --write show what they leave behind; --check shows everything.
+        reported += [(result.display, f) for f in result.findings if mode is Mode.CHECK or not f.fixable]
+    _print_findings(reported, options, to_stderr=mode is Mode.DIFF)
     for error in errors:
         typer.echo(error, err=True)
     if mode is Mode.CHECK:
-        typer.echo(check_summary(findings, fixable, len(jobs)))
-        outcome = EXIT_FINDINGS if findings else EXIT_CLEAN
+        summary, outcome = check_summary(findings, fixable, len(jobs)), EXIT_FINDINGS if findings else EXIT_CLEAN
     elif mode is Mode.DIFF:
-        if changed or findings:  # a dry run with nothing to say stays silent
-            typer.echo(diff_summary(fixed, changed, findings), err=True)
+        # A dry run with nothing to say stays silent.
+        summary = diff_summary(fixed, changed, findings) if changed or findings else ""
         outcome = EXIT_FINDINGS if changed else EXIT_CLEAN
     else:
-        typer.echo(write_summary(fixed, changed, findings))
-        outcome = EXIT_FINDINGS if findings else EXIT_CLEAN
-    return EXIT_ERROR if errors else outcome
+        summary, outcome = write_summary(fixed, changed, findings), EXIT_FINDINGS if findings else EXIT_CLEAN
+    if summary and not options.quiet and options.format is OutputFormat.TEXT:
+        typer.echo(summary, err=mode is Mode.DIFF)
+    if errors:
+        return EXIT_ERROR
+    return EXIT_CLEAN if options.exit_zero else outcome
+
+
+def _print_findings(reported: list[Located], options: "Output", to_stderr: bool) -> None:
+    lines: list[str]
+    if options.format is OutputFormat.JSON:
+        lines = [json_report(reported)]
+    elif options.format is OutputFormat.GITHUB:
+        lines = [github_annotation(path, finding) for path, finding in reported]
+    else:
+        lines = [format_finding(path, finding) for path, finding in reported]
+    if options.statistics and reported:
+        lines.append(statistics(reported, {rule.code: rule.name for rule in ALL_RULES}))
+    for line in lines:
+        typer.echo(line, err=to_stderr)
 
 
 def main() -> None:

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import difflib
+import json
+from collections import Counter
+from typing import Sequence
 
 from memsafe_fix.edits import Finding
+
+Located = tuple[str, Finding]  # (display path, finding)
 
 NO_NEWLINE = "\\ No newline at end of file\n"
 
@@ -12,6 +17,38 @@ NO_NEWLINE = "\\ No newline at end of file\n"
 def format_finding(display: str, finding: Finding) -> str:
     marker = "[*] " if finding.fixable else ""
     return f"{display}:{finding.line}:{finding.col}: {finding.code} {marker}{finding.message}"
+
+
+def json_report(findings: Sequence[Located]) -> str:
+    return json.dumps(
+        [
+            {"path": path, "line": f.line, "column": f.col, "code": f.code, "message": f.message, "fixable": f.fixable}
+            for path, f in findings
+        ],
+        indent=2,
+    )
+
+
+def _escape(text: str, in_property: bool = False) -> str:
+    """GitHub workflow-command escaping (properties also escape ``:`` and ``,``)."""
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return text.replace(":", "%3A").replace(",", "%2C") if in_property else text
+
+
+def github_annotation(path: str, finding: Finding) -> str:
+    """A GitHub Actions annotation, shown on the pull request's diff."""
+    properties = f"title={_escape(f'memsafe-fix ({finding.code})', True)},file={_escape(path, True)},line={finding.line},col={finding.col}"
+    return f"::error {properties}::{_escape(format_finding(path, finding))}"
+
+
+def statistics(findings: Sequence[Located], names: dict[str, str]) -> str:
+    """Findings per rule, most frequent first, ruff-style: ``count  code  [*] name``."""
+    counts = Counter(f.code for _, f in findings)
+    fixable = {f.code for _, f in findings if f.fixable}
+    return "\n".join(
+        f"{count:5}\t{code}\t{'[*] ' if code in fixable else '    '}{names.get(code, '')}"
+        for code, count in sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    )
 
 
 def unified_diff(old: str, new: str, display: str) -> str:

@@ -315,3 +315,28 @@ def test_write_through_a_symlink_keeps_the_link(project: Path) -> None:
     assert invoke("--write", "tests").exit_code == 0
     assert link.is_symlink()
     assert "gc.collect()" in real.read_text()
+
+
+def test_output_formats_statistics_quiet_and_exit_zero(project: Path) -> None:
+    import json
+
+    (project / "tests" / "test_a.py").write_text(MOCK_CLASS)
+    as_json = invoke("--output-format", "json", "tests")
+    assert as_json.exit_code == 1
+    records = json.loads(as_json.stdout)
+    assert [(r["path"], r["line"], r["column"], r["code"], r["fixable"]) for r in records] == [
+        ("tests/test_a.py", 4, 1, "MSF001", True),
+        ("tests/test_a.py", 4, 1, "MSF002", True),
+    ]
+    github = invoke("--output-format", "github", "tests").stdout.splitlines()
+    assert github[0].startswith(
+        "::error title=memsafe-fix (MSF001),file=tests/test_a.py,line=4,col=1::tests/test_a.py:4:1: MSF001"
+    )
+    assert len(github) == 2  # no summary line in machine formats
+    stats = invoke("--statistics", "tests").stdout
+    assert "    1\tMSF001\t[*] xdist-group" in stats and "    1\tMSF002\t[*] gc-teardown" in stats
+    quiet = invoke("--quiet", "tests")
+    assert "Found" not in quiet.everything and "MSF001" in quiet.stdout
+    assert invoke("--exit-zero", "tests").exit_code == 0
+    (project / "tests" / "test_broken.py").write_text("def (:\n")
+    assert invoke("--exit-zero", "tests").exit_code == 2  # errors are never hidden

@@ -9,11 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).parent.parent
 PRE_COMMIT = shutil.which("pre-commit") or str(Path(sys.executable).with_name("pre-commit"))
-MOCK_CLASS = "from unittest.mock import MagicMock\n\n\nclass TestA:\n    def test_a(self):\n        assert MagicMock()\n"
+MOCK_CLASS = (
+    "from unittest.mock import MagicMock\n\n\nclass TestA:\n    def test_a(self):\n        assert MagicMock()\n"
+)
 
 
 def git(repo: Path, *args: str) -> None:
