@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 from dataclasses import dataclass
@@ -154,6 +155,24 @@ def _print_findings(reported: list[Located], options: "Output", to_stderr: bool)
         typer.echo(line, err=to_stderr)
 
 
+def rule_documentation(code: str) -> Optional[str]:
+    """A rule's documentation (its module docstring), by code (``MSF002``) or name."""
+    for rule in ALL_RULES:
+        if code.upper() == rule.code or code == rule.name:
+            return inspect.getdoc(sys.modules[type(rule).__module__])
+    return None
+
+
 def main() -> None:
     os.environ.setdefault("PYTHONIOENCODING", "utf-8")
+    arguments = sys.argv[1:]
+    # `memsafe-fix rule MSF002`, unless "rule" is a path the user wants checked.
+    if arguments[:1] == ["rule"] and not os.path.exists("rule"):
+        text = rule_documentation(arguments[1]) if len(arguments) == 2 else None
+        if text is None:
+            known = ", ".join(f"{r.code} ({r.name})" for r in ALL_RULES)
+            print(f"usage: memsafe-fix rule CODE, one of: {known}", file=sys.stderr)
+            sys.exit(EXIT_ERROR)
+        print(text)
+        return
     app(prog_name="memsafe-fix")

@@ -340,3 +340,17 @@ def test_output_formats_statistics_quiet_and_exit_zero(project: Path) -> None:
     assert invoke("--exit-zero", "tests").exit_code == 0
     (project / "tests" / "test_broken.py").write_text("def (:\n")
     assert invoke("--exit-zero", "tests").exit_code == 2  # errors are never hidden
+
+
+def test_rule_command_prints_the_rule_documentation(tmp_path: Path) -> None:
+    script = Path(sys.executable).with_name("memsafe-fix")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "memsafe_fix"]
+    shown = subprocess.run([*command, "rule", "MSF002"], capture_output=True, text=True, cwd=tmp_path)
+    assert shown.returncode == 0
+    assert shown.stdout.startswith("MSF002 gc-teardown.") and "## Fix safety" in shown.stdout
+    assert (
+        subprocess.run([*command, "rule", "gc-teardown"], capture_output=True, text=True, cwd=tmp_path).stdout
+        == shown.stdout
+    )
+    unknown = subprocess.run([*command, "rule", "MSF999"], capture_output=True, text=True, cwd=tmp_path)
+    assert unknown.returncode == 2 and "MSF001 (xdist-group)" in unknown.stderr
