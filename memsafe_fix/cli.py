@@ -16,6 +16,7 @@ from memsafe_fix import __version__
 from memsafe_fix.config import ConfigError, settings_for
 from memsafe_fix.discovery import MissingPath, discover
 from memsafe_fix.engine import Job, Mode, run
+from memsafe_fix.engine import process as run_one
 from memsafe_fix.report import (
     Located,
     check_summary,
@@ -71,6 +72,9 @@ def memsafe_fix(
     diff: bool = typer.Option(False, "--diff", help="Print the fixes as unified diffs without writing; exit 1 if any."),
     write: bool = typer.Option(False, "--write", help="Apply the fixes in place; exit 1 if unfixable findings remain."),
     config: Optional[Path] = typer.Option(None, "--config", help="Use this pyproject.toml instead of the nearest one."),
+    stdin_filename: Optional[str] = typer.Option(
+        None, "--stdin-filename", help="With PATH `-`: the file name the source on stdin stands for."
+    ),
     output_format: OutputFormat = typer.Option(
         OutputFormat.TEXT, "--output-format", help="How findings are printed.", case_sensitive=False
     ),
@@ -93,7 +97,11 @@ def memsafe_fix(
     mode = Mode.WRITE if write else Mode.DIFF if diff else Mode.CHECK
     try:
         options = Output(output_format, show_statistics, quiet, exit_zero, verbose)
-        exit_code = _run(paths or [Path(".")], mode, config.resolve() if config else None, options)
+        config = config.resolve() if config else None
+        if paths and [str(p) for p in paths] == ["-"]:
+            exit_code = _run_stdin(Path(stdin_filename or "stdin.py"), mode, config, options)
+        else:
+            exit_code = _run(paths or [Path(".")], mode, config, options)
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         exit_code = EXIT_ERROR
@@ -139,6 +147,25 @@ def _run(paths: list[Path], mode: Mode, config: Optional[Path], options: "Output
     if errors:
         return EXIT_ERROR
     return EXIT_CLEAN if options.exit_zero else outcome
+
+
+def _run_stdin(path: Path, mode: Mode, config: Optional[Path], options: "Output") -> int:
+    """For editors: the source comes on stdin; --write prints the fixed source, --diff the diff,
+    --check the findings. Nothing is written to disk."""
+    job = Job(path, path.as_posix(), settings_for(path.absolute().parent, config), mode, options.verbose)
+    result = run_one(job, sys.stdin.buffer.read())
+    if result.error:
+        typer.echo(result.error, err=True)
+        return EXIT_ERROR
+    if result.output is not None:
+        sys.stdout.buffer.write(result.output)
+        sys.stdout.flush()
+    sys.stdout.write(result.diff)
+    reported = [(result.display, f) for f in result.findings if mode is Mode.CHECK or not f.fixable]
+    _print_findings(reported, options, to_stderr=mode is not Mode.CHECK)
+    if options.exit_zero:
+        return EXIT_CLEAN
+    return EXIT_FINDINGS if (result.diff if mode is Mode.DIFF else result.findings) else EXIT_CLEAN
 
 
 def _print_findings(reported: list[Located], options: "Output", to_stderr: bool) -> None:

@@ -42,6 +42,8 @@ class FileResult:
     # Findings fixed (WRITE) or that would be fixed (DIFF).
     fixed: list[Finding] = field(default_factory=list)
     diff: str = ""
+    # WRITE on stdin: the fixed file's bytes, to print instead of writing.
+    output: Optional[bytes] = None
     error: Optional[str] = None
 
 
@@ -119,10 +121,14 @@ def write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
-def process(job: Job) -> FileResult:
+def process(job: Job, data: Optional[bytes] = None) -> FileResult:
+    """Check, diff or fix one file. ``data``: its bytes when they do not come from ``job.path``
+    (stdin); then ``--write`` returns the fixed bytes in ``result.output`` instead of writing."""
     result = FileResult(job.display)
+    from_stdin = data is not None
     try:
-        data = job.path.read_bytes()
+        if data is None:
+            data = job.path.read_bytes()
         source, encoding = read_source(data)
     except OSError as exc:
         result.error = f"{job.display}:1:1: error: cannot read file: {exc.strerror or exc}"
@@ -137,9 +143,11 @@ def process(job: Job) -> FileResult:
             return result
         first_party = first_party_names(job.path.parent.resolve())
         new_source, result.fixed, result.findings = fix_source(source, job.settings, module_name, first_party, job.path)
-        if new_source == source:
+        if job.mode is Mode.WRITE and from_stdin:
+            result.output = new_source.encode(encoding) if new_source != source else data
+        elif new_source == source:
             return result
-        if job.mode is Mode.DIFF:
+        elif job.mode is Mode.DIFF:
             result.diff = unified_diff(source, new_source, job.display)
         else:
             write_atomically(job.path, new_source.encode(encoding))

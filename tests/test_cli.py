@@ -354,3 +354,29 @@ def test_rule_command_prints_the_rule_documentation(tmp_path: Path) -> None:
     )
     unknown = subprocess.run([*command, "rule", "MSF999"], capture_output=True, text=True, cwd=tmp_path)
     assert unknown.returncode == 2 and "MSF001 (xdist-group)" in unknown.stderr
+
+
+def test_stdin_for_editors(tmp_path: Path) -> None:
+    script = Path(sys.executable).with_name("memsafe-fix")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "memsafe_fix"]
+
+    def run(*args: str, source: str = MOCK_CLASS) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*command, *args, "--stdin-filename", "tests/test_x.py", "-"],
+            input=source,
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+        )
+
+    fixed = run("--write")
+    assert fixed.returncode == 0 and "gc.collect()" in fixed.stdout
+    compile(fixed.stdout, "test_x.py", "exec")
+    assert run("--write", source=fixed.stdout).stdout == fixed.stdout  # stable, printed unchanged
+    checked = run("--check")
+    assert checked.returncode == 1 and checked.stdout.startswith("tests/test_x.py:4:1: MSF001 [*]")
+    diffed = run("--diff")
+    assert diffed.returncode == 1 and diffed.stdout.startswith("--- a/tests/test_x.py\n")
+    broken = run("--write", source="def (:\n")
+    assert broken.returncode == 2 and broken.stdout == "" and "tests/test_x.py:1:" in broken.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing written to disk
