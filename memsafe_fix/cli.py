@@ -21,6 +21,7 @@ from memsafe_fix.report import (
     Located,
     check_summary,
     diff_summary,
+    fixes_by_file,
     format_finding,
     github_annotation,
     json_report,
@@ -42,6 +43,7 @@ class OutputFormat(str, Enum):
 class Output:
     format: OutputFormat
     statistics: bool
+    show_fixes: bool
     quiet: bool
     exit_zero: bool
     verbose: bool
@@ -79,6 +81,9 @@ def memsafe_fix(
         OutputFormat.TEXT, "--output-format", help="How findings are printed.", case_sensitive=False
     ),
     show_statistics: bool = typer.Option(False, "--statistics", help="Also count the findings per rule."),
+    show_fixes: bool = typer.Option(
+        False, "--show-fixes", help="With --write/--diff: list the fixes per file and rule."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print findings, diffs and errors only: no summary."),
     exit_zero: bool = typer.Option(
         False, "--exit-zero", help="Exit 0 even when there are findings (errors still exit 2)."
@@ -96,7 +101,7 @@ def memsafe_fix(
         raise typer.BadParameter(f"{config}: no such file", param_hint="--config")
     mode = Mode.WRITE if write else Mode.DIFF if diff else Mode.CHECK
     try:
-        options = Output(output_format, show_statistics, quiet, exit_zero, verbose)
+        options = Output(output_format, show_statistics, show_fixes, quiet, exit_zero, verbose)
         config = config.resolve() if config else None
         if paths and [str(p) for p in paths] == ["-"]:
             exit_code = _run_stdin(Path(stdin_filename or "stdin.py"), mode, config, options)
@@ -118,6 +123,7 @@ def _run(paths: list[Path], mode: Mode, config: Optional[Path], options: "Output
         settings = settings_for(found.parent, config)
         jobs.append(Job(found, _display(found), settings, mode, options.verbose))
     reported: list[Located] = []
+    fixes: list[Located] = []
     findings = fixed = changed = fixable = 0
     for result in run(jobs):
         if result.error:
@@ -127,11 +133,14 @@ def _run(paths: list[Path], mode: Mode, config: Optional[Path], options: "Output
             sys.stdout.write(result.diff)
         changed += bool(result.fixed)
         fixed += len(result.fixed)
+        fixes += [(result.display, f) for f in result.fixed]
         findings += len(result.findings)
         fixable += sum(f.fixable for f in result.findings)
         # --diff and --write show what they leave behind; --check shows everything.
         reported += [(result.display, f) for f in result.findings if mode is Mode.CHECK or not f.fixable]
     _print_findings(reported, options, to_stderr=mode is Mode.DIFF)
+    if options.show_fixes and fixes:
+        typer.echo(fixes_by_file(fixes, {rule.code: rule.name for rule in ALL_RULES}), err=mode is Mode.DIFF)
     for error in errors:
         typer.echo(error, err=True)
     if mode is Mode.CHECK:

@@ -51,6 +51,18 @@ def statistics(findings: Sequence[Located], names: dict[str, str]) -> str:
     )
 
 
+def fixes_by_file(fixed: Sequence[Located], names: dict[str, str]) -> str:
+    """Which file changed by which rule, ruff's ``--show-fixes`` layout."""
+    per_file: dict[str, Counter[str]] = {}
+    for path, finding in fixed:
+        per_file.setdefault(path, Counter())[finding.code] += 1
+    lines = [f"Fixed {plural(len(fixed), 'finding')}:"]
+    for path, counts in per_file.items():
+        lines.append(f"- {path}:")
+        lines += [f"    {count} × {code} ({names.get(code, '')})" for code, count in sorted(counts.items())]
+    return "\n".join(lines)
+
+
 def unified_diff(old: str, new: str, display: str) -> str:
     """A ``git apply``-able diff with ``a/``/``b/`` headers; line endings are kept as they are."""
     lines = difflib.unified_diff(

@@ -380,3 +380,9 @@ def test_stdin_for_editors(tmp_path: Path) -> None:
     broken = run("--write", source="def (:\n")
     assert broken.returncode == 2 and broken.stdout == "" and "tests/test_x.py:1:" in broken.stderr
     assert list(tmp_path.iterdir()) == []  # nothing written to disk
+
+
+def test_show_fixes_lists_fixes_per_file_and_rule(project: Path) -> None:
+    (project / "tests" / "test_a.py").write_text(MOCK_CLASS)
+    result = invoke("--write", "--show-fixes", "tests")
+    assert "Fixed 2 findings:\n- tests/test_a.py:\n    1 × MSF001 (xdist-group)\n    1 × MSF002 (gc-teardown)\n" in result.stdout
