@@ -13,6 +13,7 @@ from typing import List, Optional
 import typer
 
 from memsafe_fix import __version__
+from memsafe_fix.analysis.project import clear_caches
 from memsafe_fix.config import ConfigError, settings_for
 from memsafe_fix.discovery import MissingPath, discover
 from memsafe_fix.engine import Job, Mode, run
@@ -46,6 +47,7 @@ class Output:
     show_fixes: bool
     quiet: bool
     exit_zero: bool
+    force_exclude: bool
     verbose: bool
 
 
@@ -74,6 +76,9 @@ def memsafe_fix(
     diff: bool = typer.Option(False, "--diff", help="Print the fixes as unified diffs without writing; exit 1 if any."),
     write: bool = typer.Option(False, "--write", help="Apply the fixes in place; exit 1 if unfixable findings remain."),
     config: Optional[Path] = typer.Option(None, "--config", help="Use this pyproject.toml instead of the nearest one."),
+    force_exclude: bool = typer.Option(
+        False, "--force-exclude", help="Apply the excludes to files named on the command line too."
+    ),
     stdin_filename: Optional[str] = typer.Option(
         None, "--stdin-filename", help="With PATH `-`: the file name the source on stdin stands for."
     ),
@@ -97,11 +102,14 @@ def memsafe_fix(
     gc teardowns, performance-test skips under xdist)."""
     if check + diff + write > 1:
         raise typer.BadParameter("use only one of --check, --diff and --write")
+    # Each run sees the files as they are now (tests and library callers run many in one process).
+    settings_for.cache_clear()
+    clear_caches()
     if config is not None and not config.is_file():
         raise typer.BadParameter(f"{config}: no such file", param_hint="--config")
     mode = Mode.WRITE if write else Mode.DIFF if diff else Mode.CHECK
     try:
-        options = Output(output_format, show_statistics, show_fixes, quiet, exit_zero, verbose)
+        options = Output(output_format, show_statistics, show_fixes, quiet, exit_zero, force_exclude, verbose)
         config = config.resolve() if config else None
         if paths and [str(p) for p in paths] == ["-"]:
             exit_code = _run_stdin(Path(stdin_filename or "stdin.py"), mode, config, options)
@@ -116,7 +124,7 @@ def memsafe_fix(
 def _run(paths: list[Path], mode: Mode, config: Optional[Path], options: "Output") -> int:
     errors: list[str] = []
     jobs: list[Job] = []
-    for found in discover(paths, config):
+    for found in discover(paths, config, options.force_exclude):
         if isinstance(found, MissingPath):
             errors.append(f"{found.path}:1:1: error: no such file or directory")
             continue

@@ -12,6 +12,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional
 
+import pathspec
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python < 3.11 only
@@ -38,6 +40,17 @@ class Settings:
     ignore: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     extend_exclude: tuple[str, ...] = ()
+    # Gitignore-style patterns of the files to walk (empty: pytest's test files and conftest.py).
+    include: tuple[str, ...] = ()
+    respect_gitignore: bool = True
+    # Apply the excludes to files named on the command line too (for pre-commit).
+    force_exclude: bool = False
+    # ((gitignore-style pattern, (codes...)), ...): rules ignored for matching files.
+    per_file_ignores: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # Folders (relative to the configuration's folder) to find project modules in.
+    source_roots: tuple[str, ...] = ()
+    # Dotted names of extra callables that create mocks (``tests.factories.make_client``).
+    mock_factories: tuple[str, ...] = ()
     # pytest's collection options, read from the project's pytest configuration.
     python_files: tuple[str, ...] = ("test_*.py", "*_test.py")
     python_classes: tuple[str, ...] = ("Test",)
@@ -45,14 +58,35 @@ class Settings:
     # Directory of the pyproject.toml the settings came from (None: defaults only).
     root: Optional[Path] = field(default=None, compare=False)
 
-    def rule_enabled(self, code: str) -> bool:
+    def rule_enabled(self, code: str, path: Optional[Path] = None) -> bool:
         selected = self.select is None or any(code.startswith(s) for s in self.select)
-        return selected and not any(code.startswith(i) for i in self.ignore)
+        ignored = [*self.ignore, *(self.ignored_for(path) if path is not None else ())]
+        return selected and not any(code.startswith(i) for i in ignored)
+
+    def ignored_for(self, path: Path) -> tuple[str, ...]:
+        """Codes that ``per-file-ignores`` turns off for ``path``."""
+        if not self.per_file_ignores:
+            return ()
+        base = self.root or Path.cwd()
+        try:
+            relative = path.absolute().relative_to(base.absolute()).as_posix()
+        except ValueError:
+            relative = path.name
+        return tuple(
+            code
+            for pattern, codes in self.per_file_ignores
+            if pathspec.GitIgnoreSpec.from_lines([pattern]).match_file(relative)
+            for code in codes
+        )
 
 
 PYTEST_COLLECTION_OPTIONS = ("python_files", "python_classes", "python_functions")
 _CHOICES = {"scope": SCOPES, "group-name": GROUP_NAMES, "function-gc": FUNCTION_GC}
-_LIST_KEYS = ("performance-markers", "select", "ignore", "exclude", "extend-exclude")
+_LIST_KEYS = (
+    "performance-markers", "select", "ignore", "exclude", "extend-exclude", "include", "source-roots",
+    "mock-factories",
+)  # fmt: skip
+_BOOL_KEYS = ("respect-gitignore", "force-exclude")
 KNOWN_KEYS = tuple(
     sorted(
         f.name.replace("_", "-")
@@ -70,13 +104,24 @@ def _memsafe_values(table: dict[str, Any], source: Path) -> dict[str, Any]:
         if key in _CHOICES and value not in _CHOICES[key]:
             raise ConfigError(f"{source}: `{key}` must be one of {', '.join(map(repr, _CHOICES[key]))}, not {value!r}")
         if key in _LIST_KEYS:
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise ConfigError(f"{source}: `{key}` must be a list of strings")
-            value = tuple(value)
+            value = _strings(value, key, source)
+        elif key in _BOOL_KEYS:
+            if not isinstance(value, bool):
+                raise ConfigError(f"{source}: `{key}` must be true or false")
+        elif key == "per-file-ignores":
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: `{key}` must be a table of pattern = [codes]")
+            value = tuple((pattern, _strings(codes, f"{key}.{pattern}", source)) for pattern, codes in value.items())
         elif not isinstance(value, str):
             raise ConfigError(f"{source}: `{key}` must be a string")
         values[key.replace("-", "_")] = value
     return values
+
+
+def _strings(value: Any, key: str, source: Path) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{source}: `{key}` must be a list of strings")
+    return tuple(value)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -45,46 +45,79 @@ def _git_root(directory: Path) -> Path | None:
     return None
 
 
-def walk(root: Path, settings: Settings) -> Iterator[Path]:
-    """Test files below ``root`` in a stable (sorted) order."""
-    root = root.resolve()
-    base = settings.root or root
-    excludes = pathspec.GitIgnoreSpec.from_lines([*(settings.exclude or DEFAULT_EXCLUDE), *settings.extend_exclude])
-    # .gitignore files from the repository root (else the walk's root) down to ``root`` apply too.
-    top = _git_root(root) or root
-    ignores: list[tuple[Path, pathspec.PathSpec]] = []
-    for folder in reversed([root, *root.parents]):
-        if folder != root and (folder == top or top in folder.parents):
-            spec = _gitignore(folder)
-            if spec is not None:
-                ignores.append((folder, spec))
+class Excluder:
+    """Decides which paths ``exclude``/``extend-exclude`` and ``.gitignore`` files rule out."""
 
-    def ignored(path: Path, is_dir: bool) -> bool:
+    def __init__(self, start: Path, settings: Settings) -> None:
+        self.base = settings.root or start
+        patterns = [*(settings.exclude or DEFAULT_EXCLUDE), *settings.extend_exclude]
+        self.excludes = pathspec.GitIgnoreSpec.from_lines(patterns)
+        self.respect_gitignore = settings.respect_gitignore
+        self.ignores: list[tuple[Path, pathspec.PathSpec]] = []
+        # .gitignore files from the repository root (else ``start``) down to ``start`` apply too.
+        top = _git_root(start) or start
+        for folder in reversed([start, *start.parents]):
+            if folder != start and (folder == top or top in folder.parents):
+                self.add_gitignore(folder)
+
+    def add_gitignore(self, folder: Path) -> None:
+        spec = _gitignore(folder) if self.respect_gitignore else None
+        if spec is not None:
+            self.ignores.append((folder, spec))
+
+    def relative(self, path: Path) -> str:
+        return os.path.relpath(path, self.base) if self.base in path.parents else path.name
+
+    def excluded(self, path: Path, is_dir: bool) -> bool:
         suffix = "/" if is_dir else ""
-        relative = os.path.relpath(path, base) if base in path.parents else path.name
-        if excludes.match_file(relative + suffix) or excludes.match_file(path.name + suffix):
+        if self.excludes.match_file(self.relative(path) + suffix) or self.excludes.match_file(path.name + suffix):
             return True
         return any(
             spec.match_file(os.path.relpath(path, folder) + suffix)
-            for folder, spec in ignores
+            for folder, spec in self.ignores
             if folder in path.parents
         )
 
+
+def walk(root: Path, settings: Settings) -> Iterator[Path]:
+    """Test files below ``root`` (or files matching ``include``) in a stable, sorted order."""
+    root = root.resolve()
+    paths = Excluder(root, settings)
+    include = pathspec.GitIgnoreSpec.from_lines(settings.include) if settings.include else None
     for directory, dirnames, filenames in os.walk(root):
         current = Path(directory)
-        spec = _gitignore(current)
-        if spec is not None:
-            ignores.append((current, spec))
-        dirnames[:] = sorted(d for d in dirnames if not ignored(current / d, True))
+        paths.add_gitignore(current)
+        dirnames[:] = sorted(d for d in dirnames if not paths.excluded(current / d, True))
         for name in sorted(filenames):
-            if name.endswith(".py") and is_test_file(name, settings) and not ignored(current / name, False):
-                yield current / name
+            file = current / name
+            wanted = (
+                include.match_file(paths.relative(file))
+                if include
+                else name.endswith(".py") and is_test_file(name, settings)
+            )
+            if wanted and not paths.excluded(file, False):
+                yield file
 
 
-def discover(paths: list[Path], config_file: Path | None = None) -> Iterator[Path | MissingPath]:
+def force_excluded(path: Path, settings: Settings) -> bool:
+    """With ``force-exclude``: whether a file named explicitly, or a folder above it inside the
+    project, is excluded (pre-commit passes files one by one)."""
+    path = path.resolve()
+    top = settings.root or Path.cwd().resolve()
+    paths = Excluder(path.parent, settings)
+    folders = [folder for folder in path.parents if top in folder.parents]
+    return paths.excluded(path, False) or any(paths.excluded(folder, True) for folder in folders)
+
+
+def discover(
+    paths: list[Path], config_file: Path | None = None, force_exclude: bool = False
+) -> Iterator[Path | MissingPath]:
     seen: set[Path] = set()
     for path in paths:
         if path.is_file():
+            settings = settings_for(path.parent, config_file)
+            if (force_exclude or settings.force_exclude) and force_excluded(path, settings):
+                continue
             found: Iterator[Path] = iter([path])
         elif path.is_dir():
             found = walk(path, settings_for(path, config_file))

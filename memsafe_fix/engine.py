@@ -64,7 +64,8 @@ def check_source(source: str, settings: Settings, module_name: str, path: Option
 
 def _check(module: ModuleAnalysis) -> list[Finding]:
     context = Context(module)
-    findings = [f for rule in ALL_RULES if module.settings.rule_enabled(rule.code) for f in rule.check(context)]
+    enabled = [rule for rule in ALL_RULES if module.settings.rule_enabled(rule.code, module.path)]
+    findings = [finding for rule in enabled for finding in rule.check(context)]
     return sorted(findings, key=lambda f: (f.line, f.col, f.code))
 
 

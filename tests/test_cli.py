@@ -385,4 +385,65 @@ def test_stdin_for_editors(tmp_path: Path) -> None:
 def test_show_fixes_lists_fixes_per_file_and_rule(project: Path) -> None:
     (project / "tests" / "test_a.py").write_text(MOCK_CLASS)
     result = invoke("--write", "--show-fixes", "tests")
-    assert "Fixed 2 findings:\n- tests/test_a.py:\n    1 × MSF001 (xdist-group)\n    1 × MSF002 (gc-teardown)\n" in result.stdout
+    assert (
+        "Fixed 2 findings:\n- tests/test_a.py:\n    1 × MSF001 (xdist-group)\n    1 × MSF002 (gc-teardown)\n"
+        in result.stdout
+    )
+
+
+def test_include_respect_gitignore_and_force_exclude(project: Path) -> None:
+    (project / ".gitignore").write_text("generated/\n")
+    (project / "generated").mkdir()
+    (project / "generated" / "test_gen.py").write_text(MOCK_CLASS)
+    (project / "tests" / "checks.py").write_text(MOCK_CLASS)
+    (project / "tests" / "legacy").mkdir()
+    (project / "tests" / "legacy" / "test_old.py").write_text(MOCK_CLASS)
+    (project / "pyproject.toml").write_text(
+        '[tool.memsafe-fix]\ninclude = ["tests/*.py"]\nrespect-gitignore = false\nextend-exclude = ["legacy/"]\n'
+    )
+    output = invoke(".").everything
+    assert "tests/checks.py:4:1" in output
+    assert "generated/test_gen.py" not in output  # not matched by include
+    assert "test_old.py" not in output
+    (project / "pyproject.toml").write_text(
+        '[tool.memsafe-fix]\nrespect-gitignore = false\nextend-exclude = ["legacy/"]\n'
+    )
+    assert "generated/test_gen.py:4:1" in invoke(".").everything  # .gitignore not respected
+    assert "test_old.py:4:1" in invoke("tests/legacy/test_old.py").everything  # named explicitly
+    assert "test_old.py" not in invoke("--force-exclude", "tests/legacy/test_old.py").everything
+    (project / "pyproject.toml").write_text('[tool.memsafe-fix]\nforce-exclude = true\nextend-exclude = ["legacy/"]\n')
+    assert "test_old.py" not in invoke("tests/legacy/test_old.py").everything
+
+
+def test_per_file_ignores_source_roots_and_mock_factories(project: Path) -> None:
+    (project / "pyproject.toml").write_text(
+        "[tool.memsafe-fix]\n"
+        'source-roots = ["lib"]\n'
+        'mock-factories = ["helpers.factories.fake_client"]\n'
+        '[tool.memsafe-fix.per-file-ignores]\n"tests/test_b.py" = ["MSF001"]\n'
+    )
+    (project / "lib" / "bases").mkdir(parents=True)
+    (project / "lib" / "bases" / "__init__.py").write_text(
+        "class Base:\n    def teardown_method(self, method):\n        pass\n"
+    )
+    (project / "tests" / "test_a.py").write_text(
+        "from bases import Base\nfrom helpers.factories import fake_client\n\n\n"
+        "class TestA(Base):\n    def test_a(self):\n        assert fake_client()\n"
+    )
+    (project / "tests" / "test_b.py").write_text(MOCK_CLASS)
+    result = invoke("--diff", "tests")
+    assert "+    def teardown_method(self, method):\n+        super().teardown_method(method)" in result.stdout
+    assert '+@pytest.mark.xdist_group(name="a")' in result.stdout
+    assert "xdist_group" not in result.stdout.split("+++ b/tests/test_b.py")[1]
+
+
+def test_bad_config_values_are_errors(project: Path) -> None:
+    (project / "tests" / "test_a.py").write_text(CLEAN)
+    for text, message in (
+        ("force-exclude = 'yes'", "`force-exclude` must be true or false"),
+        ("per-file-ignores = ['x']", "`per-file-ignores` must be a table"),
+        ("mock-factories = 'x'", "`mock-factories` must be a list of strings"),
+    ):
+        (project / "pyproject.toml").write_text(f"[tool.memsafe-fix]\n{text}\n")
+        result = invoke("tests")
+        assert result.exit_code == 2 and message in result.everything

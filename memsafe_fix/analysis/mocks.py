@@ -2,7 +2,8 @@
 
 Counts references to the mock factories in every import form (see ``imports.py``), pytest-mock's
 ``mocker`` fixtures, and calls of same-module helpers and fixtures that themselves create mocks.
-A call on a line marked ``# memsafe: ignore`` is not counted.
+Callables named in the ``mock-factories`` setting count too. A call on a line marked
+``# memsafe: ignore`` is not counted.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ MOCKER_FIXTURES = frozenset({"mocker", "class_mocker", "module_mocker", "package
 class MockUsage:
     def __init__(self, module: ModuleAnalysis) -> None:
         self.module = module
+        # The ``mock-factories`` setting: project callables that create mocks.
+        self.extra_factories = frozenset(module.settings.mock_factories)
 
     def _references_mocks(self, node: ast.AST, helpers: frozenset[str], skip: frozenset[ast.AST]) -> bool:
         stack = [node]
-        imports = self.module.imports
         ignores_line = self.module.ignores_line
         while stack:
             current = stack.pop()
@@ -32,15 +34,21 @@ class MockUsage:
             if isinstance(current, ast.Call) and ignores_line(current.lineno):
                 continue
             if isinstance(current, ast.Name):
-                if current.id in helpers or imports.is_mock_factory(current):
+                if current.id in helpers or self._is_factory(current):
                     return True
             elif isinstance(current, ast.Attribute) and isinstance(current.value, (ast.Name, ast.Attribute)):
-                if imports.is_mock_factory(current):
+                if self._is_factory(current):
                     return True
             elif isinstance(current, ast.arg) and (current.arg in MOCKER_FIXTURES or current.arg in helpers):
                 return True
             stack.extend(ast.iter_child_nodes(current))
         return False
+
+    def _is_factory(self, node: ast.expr) -> bool:
+        imports = self.module.imports
+        return imports.is_mock_factory(node) or (
+            bool(self.extra_factories) and imports.qualify(node) in self.extra_factories
+        )
 
     @cached_property
     def helpers(self) -> frozenset[str]:

@@ -51,7 +51,7 @@ def first_party_names(directory: Path) -> frozenset[str]:
     return frozenset().union(*(_module_names(folder) for folder in folders))
 
 
-def _module_file(dotted: str, importer: Path) -> Optional[Path]:
+def _module_file(dotted: str, importer: Path, source_roots: tuple[Path, ...] = ()) -> Optional[Path]:
     """The file of module ``dotted`` (``pkg.mod`` or relative ``..mod``) imported from ``importer``."""
     stripped = dotted.lstrip(".")
     level = len(dotted) - len(stripped)
@@ -63,7 +63,7 @@ def _module_file(dotted: str, importer: Path) -> Optional[Path]:
         roots = [base]
     else:
         root = project_root(importer.parent)
-        roots = [root, root / "src", importer.parent, package_base(importer.parent)]
+        roots = [*source_roots, root, root / "src", importer.parent, package_base(importer.parent)]
     for root in roots:
         target = root.joinpath(*parts)
         for candidate in (target.with_suffix(".py") if parts else None, target / "__init__.py"):
@@ -73,11 +73,11 @@ def _module_file(dotted: str, importer: Path) -> Optional[Path]:
 
 
 @lru_cache(maxsize=256)
-def _load(path: Path) -> Optional[ModuleAnalysis]:
+def _load(path: Path, settings: Settings) -> Optional[ModuleAnalysis]:
     """A project module, parsed once per run (and per worker process)."""
     try:
         source = path.read_text(encoding="utf-8")
-        return ModuleAnalysis(source, Settings(), path.stem, path)
+        return ModuleAnalysis(source, settings, path.stem, path)
     except (OSError, UnicodeDecodeError, SyntaxError, ValueError):
         return None
 
@@ -91,11 +91,19 @@ def imported_class(module: ModuleAnalysis, qualified: str, _depth: int = 0) -> O
     dotted, name = qualified.rsplit(".", 1)
     if not dotted.strip("."):
         dotted += "" if dotted.endswith(".") else "."
-    path = _module_file(dotted, module.path)
-    target = _load(path) if path is not None else None
+    settings = module.settings
+    base = settings.root or project_root(module.path.parent)
+    path = _module_file(dotted, module.path, tuple(base / folder for folder in settings.source_roots))
+    target = _load(path, settings) if path is not None else None
     if target is None:
         return None
     if name in target.module_classes:
         return target.module_classes[name]
     reexported = target.imports.bound.get(name)
     return imported_class(target, reexported, _depth + 1) if reexported else None
+
+
+def clear_caches() -> None:
+    """Forget what earlier runs in this process learnt about the file system."""
+    for cached in (project_root, package_base, _module_names, first_party_names, _load):
+        cached.cache_clear()
