@@ -8,7 +8,7 @@ import sys
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import List, Optional
+from typing import Iterator, List, Optional
 
 import typer
 
@@ -16,22 +16,30 @@ from memsafe_fix import __version__
 from memsafe_fix.analysis.project import clear_caches
 from memsafe_fix.config import ConfigError, settings_for
 from memsafe_fix.discovery import MissingPath, discover
-from memsafe_fix.engine import Job, Mode, run
+from memsafe_fix.engine import FileResult, Job, Mode, run
 from memsafe_fix.engine import process as run_one
 from memsafe_fix.report import (
     Located,
     check_summary,
+    colorize_diff,
     diff_summary,
     fixes_by_file,
     format_finding,
     github_annotation,
     json_report,
+    settings_table,
     statistics,
     write_summary,
 )
 from memsafe_fix.rules import ALL_RULES
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+
+
+class Color(str, Enum):
+    AUTO = "auto"
+    ALWAYS = "always"
+    NEVER = "never"
 
 
 class OutputFormat(str, Enum):
@@ -48,6 +56,7 @@ class Output:
     quiet: bool
     exit_zero: bool
     force_exclude: bool
+    color: bool
     verbose: bool
 
 
@@ -79,6 +88,8 @@ def memsafe_fix(
     force_exclude: bool = typer.Option(
         False, "--force-exclude", help="Apply the excludes to files named on the command line too."
     ),
+    color: Color = typer.Option(Color.AUTO, "--color", help="Color diffs: auto (on a terminal), always, never."),
+    show_settings: bool = typer.Option(False, "--show-settings", help="Print the settings used for PATH and exit."),
     stdin_filename: Optional[str] = typer.Option(
         None, "--stdin-filename", help="With PATH `-`: the file name the source on stdin stands for."
     ),
@@ -109,8 +120,14 @@ def memsafe_fix(
         raise typer.BadParameter(f"{config}: no such file", param_hint="--config")
     mode = Mode.WRITE if write else Mode.DIFF if diff else Mode.CHECK
     try:
-        options = Output(output_format, show_statistics, show_fixes, quiet, exit_zero, force_exclude, verbose)
+        colored = color is Color.ALWAYS or (color is Color.AUTO and sys.stdout.isatty())
+        options = Output(output_format, show_statistics, show_fixes, quiet, exit_zero, force_exclude, colored, verbose)
         config = config.resolve() if config else None
+        if show_settings:
+            target = (paths or [Path(".")])[0]
+            folder = target if target.is_dir() else target.parent
+            typer.echo(f"# settings for {target}\n{settings_table(settings_for(folder.absolute(), config))}")
+            raise typer.Exit(EXIT_CLEAN)
         if paths and [str(p) for p in paths] == ["-"]:
             exit_code = _run_stdin(Path(stdin_filename or "stdin.py"), mode, config, options)
         else:
@@ -133,12 +150,12 @@ def _run(paths: list[Path], mode: Mode, config: Optional[Path], options: "Output
     reported: list[Located] = []
     fixes: list[Located] = []
     findings = fixed = changed = fixable = 0
-    for result in run(jobs):
+    for result in with_progress(run(jobs), len(jobs)):
         if result.error:
             errors.append(result.error)
             continue
         if result.diff:
-            sys.stdout.write(result.diff)
+            sys.stdout.write(colorize_diff(result.diff) if options.color else result.diff)
         changed += bool(result.fixed)
         fixed += len(result.fixed)
         fixes += [(result.display, f) for f in result.fixed]
@@ -164,6 +181,25 @@ def _run(paths: list[Path], mode: Mode, config: Optional[Path], options: "Output
     if errors:
         return EXIT_ERROR
     return EXIT_CLEAN if options.exit_zero else outcome
+
+
+# Below this many files a run is too quick for a progress bar to help.
+PROGRESS_THRESHOLD = 50
+
+
+def with_progress(results: Iterator[FileResult], total: int) -> Iterator[FileResult]:
+    """A progress bar on stderr, only when stderr is a terminal and there are many files."""
+    if total < PROGRESS_THRESHOLD or not sys.stderr.isatty():
+        yield from results
+        return
+    from rich.console import Console
+    from rich.progress import Progress
+
+    with Progress(console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("memsafe-fix", total=total)
+        for result in results:
+            progress.advance(task)
+            yield result
 
 
 def _run_stdin(path: Path, mode: Mode, config: Optional[Path], options: "Output") -> int:

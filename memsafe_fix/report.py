@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import json
 from collections import Counter
+from dataclasses import fields
 from typing import Sequence
 
 from memsafe_fix.edits import Finding
@@ -69,6 +70,33 @@ def unified_diff(old: str, new: str, display: str) -> str:
         old.splitlines(keepends=True), new.splitlines(keepends=True), f"a/{display}", f"b/{display}"
     )
     return "".join(line if line.endswith("\n") else f"{line}\n{NO_NEWLINE}" for line in lines)
+
+
+_DIFF_COLORS = (("+++", "\033[1m"), ("---", "\033[1m"), ("@@", "\033[36m"), ("+", "\033[32m"), ("-", "\033[31m"))
+
+
+def colorize_diff(diff: str) -> str:
+    """Red removals, green additions, bold file headers, cyan hunk headers (like ruff)."""
+    lines = []
+    for line in diff.splitlines(keepends=True):
+        color = next((code for prefix, code in _DIFF_COLORS if line.startswith(prefix)), None)
+        if color is None:
+            lines.append(line)
+        else:
+            body = line.rstrip("\r\n")
+            lines.append(f"{color}{body}\033[0m{line[len(body) :]}")
+    return "".join(lines)
+
+
+def settings_table(settings: object) -> str:
+    """Resolved settings as ``key = value`` lines, in configuration spelling."""
+    rows = []
+    for field in fields(settings):  # type: ignore[arg-type]
+        value = getattr(settings, field.name)
+        if isinstance(value, tuple):
+            value = list(value)
+        rows.append(f"{field.name.replace('_', '-')} = {value!r}")
+    return "\n".join(rows)
 
 
 def plural(count: int, noun: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 import subprocess
 import sys
@@ -447,3 +448,40 @@ def test_bad_config_values_are_errors(project: Path) -> None:
         (project / "pyproject.toml").write_text(f"[tool.memsafe-fix]\n{text}\n")
         result = invoke("tests")
         assert result.exit_code == 2 and message in result.everything
+
+
+def test_show_settings_and_color(project: Path) -> None:
+    (project / "pyproject.toml").write_text('[tool.memsafe-fix]\ngroup-name = "module"\n')
+    (project / "pytest.ini").write_text("[pytest]\npython_classes = Check\n")
+    (project / "tests" / "test_a.py").write_text(MOCK_CLASS)
+    shown = invoke("--show-settings", "tests/test_a.py")
+    assert shown.exit_code == 0
+    assert "group-name = 'module'" in shown.stdout and "python-classes = ['Check']" in shown.stdout
+    (project / "pytest.ini").unlink()
+    colored = invoke("--diff", "--color", "always", "tests").stdout
+    assert "\033[32m+import gc\033[0m\n" in colored and "\033[1m--- a/tests/test_a.py\033[0m\n" in colored
+    assert "\033[" not in invoke("--diff", "tests").stdout  # auto: not a terminal here
+    assert "\033[" not in invoke("--diff", "--color", "never", "tests").stdout
+
+
+def test_progress_bar_only_on_a_terminal(project: Path) -> None:
+    import pty
+
+    for i in range(60):
+        (project / "tests" / f"test_{i:02}.py").write_text(CLEAN)
+    script = Path(sys.executable).with_name("memsafe-fix")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "memsafe_fix"]
+    leader, follower = pty.openpty()
+    completed = subprocess.run([*command, "tests"], stdout=subprocess.PIPE, stderr=follower, text=True)
+    os.close(follower)
+    shown = b""
+    try:
+        while chunk := os.read(leader, 4096):
+            shown += chunk
+    except OSError:  # the terminal is closed once everything is read
+        pass
+    os.close(leader)
+    assert completed.returncode == 0 and "All checked: no findings in 60 files." in completed.stdout
+    assert b"memsafe-fix" in shown  # the bar's label, drawn on the terminal
+    piped = subprocess.run([*command, "tests"], capture_output=True, text=True)
+    assert piped.stderr == ""  # no bar when stderr is not a terminal
