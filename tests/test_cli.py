@@ -485,3 +485,15 @@ def test_progress_bar_only_on_a_terminal(project: Path) -> None:
     assert b"memsafe-fix" in shown  # the bar's label, drawn on the terminal
     piped = subprocess.run([*command, "tests"], capture_output=True, text=True)
     assert piped.stderr == ""  # no bar when stderr is not a terminal
+
+
+def test_nearest_config_wins_and_ignore(project: Path) -> None:
+    (project / "pyproject.toml").write_text('[tool.memsafe-fix]\nignore = ["MSF002"]\n')
+    (project / "tests" / "test_a.py").write_text(MOCK_CLASS)
+    nested = project / "tests" / "nested"
+    nested.mkdir()
+    (nested / "pyproject.toml").write_text('[tool.memsafe-fix]\nignore = ["MSF001"]\n')
+    (nested / "test_b.py").write_text(MOCK_CLASS)
+    output = invoke("tests").everything
+    assert "tests/test_a.py:4:1: MSF001" in output and "tests/test_a.py:4:1: MSF002" not in output
+    assert "tests/nested/test_b.py:4:1: MSF002" in output and "tests/nested/test_b.py:4:1: MSF001" not in output
