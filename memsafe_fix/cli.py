@@ -110,7 +110,9 @@ def memsafe_fix(
     ),
 ) -> None:
     """Apply the pytest-xdist memory-safety pattern to test files (xdist_group markers,
-    gc teardowns, performance-test skips under xdist)."""
+    gc teardowns, performance-test skips under xdist).
+
+    `memsafe-fix rule CODE` prints a rule's documentation."""
     if check + diff + write > 1:
         raise typer.BadParameter("use only one of --check, --diff and --write")
     # Each run sees the files as they are now (tests and library callers run many in one process).
