@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 from typing import Iterator, List, Optional
@@ -14,9 +14,10 @@ import typer
 
 from memsafe_fix import __version__
 from memsafe_fix.analysis.project import clear_caches
-from memsafe_fix.config import ConfigError, settings_for
+from memsafe_fix.config import ConfigError, Settings, settings_for
 from memsafe_fix.discovery import MissingPath, discover
-from memsafe_fix.engine import FileResult, Job, Mode, run
+from memsafe_fix.analysis.targets import Verdict
+from memsafe_fix.engine import FileResult, Job, Mode, PatchTarget, run
 from memsafe_fix.engine import process as run_one
 from memsafe_fix.report import (
     Located,
@@ -27,8 +28,10 @@ from memsafe_fix.report import (
     format_finding,
     github_annotation,
     json_report,
+    patch_target_summary,
     settings_table,
     statistics,
+    unresolved_note,
     write_summary,
 )
 from memsafe_fix.rules import ALL_RULES
@@ -58,6 +61,7 @@ class Output:
     force_exclude: bool
     color: bool
     verbose: bool
+    unsafe_fixes: bool
 
 
 app = typer.Typer(add_completion=False, context_settings={"help_option_names": ["-h", "--help"]})
@@ -104,7 +108,10 @@ def memsafe_fix(
     exit_zero: bool = typer.Option(
         False, "--exit-zero", help="Exit 0 even when there are findings (errors still exit 2)."
     ),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks for internal errors."),
+    unsafe_fixes: bool = typer.Option(
+        False, "--unsafe-fixes", help="Also apply fixes that can change what a test does (see `memsafe-fix rule MSF004`)."
+    ),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks for internal errors and the patch targets MSF004 cannot resolve."),
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
     ),
@@ -123,7 +130,9 @@ def memsafe_fix(
     mode = Mode.WRITE if write else Mode.DIFF if diff else Mode.CHECK
     try:
         colored = color is Color.ALWAYS or (color is Color.AUTO and sys.stdout.isatty())
-        options = Output(output_format, show_statistics, show_fixes, quiet, exit_zero, force_exclude, colored, verbose)
+        options = Output(
+            output_format, show_statistics, show_fixes, quiet, exit_zero, force_exclude, colored, verbose, unsafe_fixes
+        )
         config = config.resolve() if config else None
         if show_settings:
             target = (paths or [Path(".")])[0]
@@ -140,6 +149,11 @@ def memsafe_fix(
     raise typer.Exit(exit_code)
 
 
+def _settings(folder: Path, config: Optional[Path], options: Output) -> Settings:
+    settings = settings_for(folder, config)
+    return replace(settings, unsafe_fixes=True) if options.unsafe_fixes else settings
+
+
 def _run(paths: list[Path], mode: Mode, config: Optional[Path], options: "Output") -> int:
     errors: list[str] = []
     jobs: list[Job] = []
@@ -147,15 +161,17 @@ def _run(paths: list[Path], mode: Mode, config: Optional[Path], options: "Output
         if isinstance(found, MissingPath):
             errors.append(f"{found.path}:1:1: error: no such file or directory")
             continue
-        settings = settings_for(found.parent, config)
+        settings = _settings(found.parent, config, options)
         jobs.append(Job(found, _display(found), settings, mode, options.verbose))
     reported: list[Located] = []
     fixes: list[Located] = []
     findings = fixed = changed = fixable = 0
+    targets: list[tuple[str, PatchTarget]] = []
     for result in with_progress(run(jobs), len(jobs)):
         if result.error:
             errors.append(result.error)
             continue
+        targets += [(result.display, target) for target in result.patch_targets]
         if result.diff:
             sys.stdout.write(colorize_diff(result.diff) if options.color else result.diff)
         changed += bool(result.fixed)
@@ -170,6 +186,8 @@ def _run(paths: list[Path], mode: Mode, config: Optional[Path], options: "Output
         typer.echo(fixes_by_file(fixes, {rule.code: rule.name for rule in ALL_RULES}), err=mode is Mode.DIFF)
     for error in errors:
         typer.echo(error, err=True)
+    if options.verbose:
+        _print_patch_targets(targets)
     if mode is Mode.CHECK:
         summary, outcome = check_summary(findings, fixable, len(jobs)), EXIT_FINDINGS if findings else EXIT_CLEAN
     elif mode is Mode.DIFF:
@@ -207,7 +225,7 @@ def with_progress(results: Iterator[FileResult], total: int) -> Iterator[FileRes
 def _run_stdin(path: Path, mode: Mode, config: Optional[Path], options: "Output") -> int:
     """For editors: the source comes on stdin; --write prints the fixed source, --diff the diff,
     --check the findings. Nothing is written to disk."""
-    job = Job(path, path.as_posix(), settings_for(path.absolute().parent, config), mode, options.verbose)
+    job = Job(path, path.as_posix(), _settings(path.absolute().parent, config, options), mode, options.verbose)
     result = run_one(job, sys.stdin.buffer.read())
     if result.error:
         typer.echo(result.error, err=True)
@@ -221,6 +239,19 @@ def _run_stdin(path: Path, mode: Mode, config: Optional[Path], options: "Output"
     if options.exit_zero:
         return EXIT_CLEAN
     return EXIT_FINDINGS if (result.diff if mode is Mode.DIFF else result.findings) else EXIT_CLEAN
+
+
+def _print_patch_targets(targets: list[tuple[str, PatchTarget]]) -> None:
+    """``--verbose``: the patch targets MSF004 could not resolve, never as findings."""
+    verdicts = [target.resolution.verdict for _, target in targets]
+    for display, target in targets:
+        if target.resolution.verdict is Verdict.UNKNOWN:
+            note = unresolved_note(display, target.line, target.col, target.target, target.resolution.detail)
+            typer.echo(note, err=True)
+    if targets:
+        unknown = verdicts.count(Verdict.UNKNOWN)
+        summary = patch_target_summary(len(verdicts) - unknown, verdicts.count(Verdict.ASYNC), unknown)
+        typer.echo(summary, err=True)
 
 
 def _print_findings(reported: list[Located], options: "Output", to_stderr: bool) -> None:

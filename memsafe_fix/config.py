@@ -51,6 +51,10 @@ class Settings:
     source_roots: tuple[str, ...] = ()
     # Dotted names of extra callables that create mocks (``tests.factories.make_client``).
     mock_factories: tuple[str, ...] = ()
+    # Dotted names of decorators that keep an ``async def`` a coroutine function (MSF004).
+    async_decorators: tuple[str, ...] = ()
+    # Also apply fixes that can change what a test does (MSF004's ``new=AsyncMock(...)``).
+    unsafe_fixes: bool = False
     # pytest's collection options, read from the project's pytest configuration.
     python_files: tuple[str, ...] = ("test_*.py", "*_test.py")
     python_classes: tuple[str, ...] = ("Test",)
@@ -84,9 +88,9 @@ PYTEST_COLLECTION_OPTIONS = ("python_files", "python_classes", "python_functions
 _CHOICES = {"scope": SCOPES, "group-name": GROUP_NAMES, "function-gc": FUNCTION_GC}
 _LIST_KEYS = (
     "performance-markers", "select", "ignore", "exclude", "extend-exclude", "include", "source-roots",
-    "mock-factories",
+    "mock-factories", "async-decorators",
 )  # fmt: skip
-_BOOL_KEYS = ("respect-gitignore", "force-exclude")
+_BOOL_KEYS = ("respect-gitignore", "force-exclude", "unsafe-fixes")
 KNOWN_KEYS = tuple(
     sorted(
         f.name.replace("_", "-")

@@ -55,7 +55,44 @@ class InsertModuleStatement:
     code: str
 
 
-Edit = Union[InsertDecorator, AppendStatements, InsertMethod, ExtendPytestmark, InsertModuleStatement]
+@dataclass(frozen=True)
+class AddArgument:
+    """Append ``code`` (``name=value``) to the arguments of the call with *call index*
+    ``call``: its position among all calls in the file, ordered by where they start (an outer
+    call before the calls inside it). ``callee`` is the called expression, to verify it."""
+
+    call: int
+    callee: str
+    code: str
+
+
+@dataclass(frozen=True)
+class ReplaceCallee:
+    """Call ``code`` instead of ``callee`` in the call with call index ``call``."""
+
+    call: int
+    callee: str
+    code: str
+
+
+@dataclass(frozen=True)
+class ImportName:
+    """Add ``name`` to the first top-level ``from module import ...`` statement."""
+
+    module: str
+    name: str
+
+
+Edit = Union[
+    InsertDecorator,
+    AppendStatements,
+    InsertMethod,
+    ExtendPytestmark,
+    InsertModuleStatement,
+    AddArgument,
+    ReplaceCallee,
+    ImportName,
+]
 
 
 @dataclass(frozen=True)

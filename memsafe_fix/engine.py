@@ -22,7 +22,9 @@ from memsafe_fix.config import Settings
 from memsafe_fix.edits import Finding
 from memsafe_fix.fixer import FixError, apply_fixes
 from memsafe_fix.report import unified_diff
+from memsafe_fix.analysis.targets import Resolution
 from memsafe_fix.rules import ALL_RULES, Context
+from memsafe_fix.rules.async_patch import AsyncPatch
 
 # Below this many files, starting worker processes costs more than it saves.
 PARALLEL_THRESHOLD = 32
@@ -32,6 +34,14 @@ class Mode(str, Enum):
     CHECK = "check"
     DIFF = "diff"
     WRITE = "write"
+
+
+@dataclass(frozen=True)
+class PatchTarget:
+    line: int
+    col: int
+    target: str
+    resolution: Resolution
 
 
 @dataclass
@@ -45,6 +55,8 @@ class FileResult:
     # WRITE on stdin: the fixed file's bytes, to print instead of writing.
     output: Optional[bytes] = None
     error: Optional[str] = None
+    # With ``--verbose``: every ``patch`` target MSF004 looked at, and what it found.
+    patch_targets: list[PatchTarget] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -67,6 +79,17 @@ def _check(module: ModuleAnalysis) -> list[Finding]:
     enabled = [rule for rule in ALL_RULES if module.settings.rule_enabled(rule.code, module.path)]
     findings = [finding for rule in enabled for finding in rule.check(context)]
     return sorted(findings, key=lambda f: (f.line, f.col, f.code))
+
+
+def patch_targets(source: str, settings: Settings, module_name: str, path: Optional[Path] = None) -> list[PatchTarget]:
+    """What MSF004 found out about each ``patch`` target in a file (resolved or not)."""
+    if not settings.rule_enabled(AsyncPatch.code, path):
+        return []
+    module = ModuleAnalysis(source, settings, module_name, path)
+    context = Context(module)
+    for _ in AsyncPatch().check(context):
+        pass
+    return [PatchTarget(*module.position(call), target, found) for call, target, found in context.resolutions]
 
 
 def fix_source(
@@ -139,6 +162,8 @@ def process(job: Job, data: Optional[bytes] = None) -> FileResult:
         return result
     module_name = job.path.stem
     try:
+        if job.verbose:
+            result.patch_targets = patch_targets(source, job.settings, module_name, job.path)
         if job.mode is Mode.CHECK:
             result.findings = check_source(source, job.settings, module_name, job.path)
             return result

@@ -10,13 +10,16 @@ from typing import Iterable, Optional, Sequence, Union
 import libcst as cst
 
 from memsafe_fix.edits import (
+    AddArgument,
     AppendStatements,
     Edit,
     ExtendPytestmark,
     Fix,
     InsertDecorator,
     InsertMethod,
+    ImportName,
     InsertModuleStatement,
+    ReplaceCallee,
 )
 
 DefNode = Union[cst.ClassDef, cst.FunctionDef]
@@ -42,6 +45,8 @@ def apply_fixes(
     imports = list(dict.fromkeys(name for fix in fixes for name in fix.imports))
     updated = module.visit(_EditApplier(edits, def_names))
     body = list(updated.body)
+    for edit in dict.fromkeys(e for e in edits if isinstance(e, ImportName)):
+        body = _add_imported_name(body, edit)
     for name in imports:
         body = _insert_import(body, name, first_party)
     module_statements = [e for e in edits if isinstance(e, InsertModuleStatement)]
@@ -92,9 +97,15 @@ class _EditApplier(cst.CSTTransformer):
     def __init__(self, edits: Sequence[Edit], def_names: Sequence[str]) -> None:
         self.def_names = def_names
         self.edits: dict[Optional[int], list[Edit]] = defaultdict(list)
+        self.call_edits: dict[int, list[Union[AddArgument, ReplaceCallee]]] = defaultdict(list)
         for edit in edits:
-            if not isinstance(edit, InsertModuleStatement):
+            if isinstance(edit, (AddArgument, ReplaceCallee)):
+                self.call_edits[edit.call].append(edit)
+            elif not isinstance(edit, (InsertModuleStatement, ImportName)):
                 self.edits[edit.target].append(edit)
+        self.next_call = 0
+        # id() of each original call node -> its call index (see ``AddArgument``).
+        self.call_of: dict[int, int] = {}
         self.next_index = 0
         self.open_defs: list[int] = []
         # id() of each (updated) def node placed in the tree -> its definition index. The nodes
@@ -120,7 +131,24 @@ class _EditApplier(cst.CSTTransformer):
     def leave_FunctionDef(self, original_node: cst.FunctionDef, updated_node: cst.FunctionDef) -> cst.FunctionDef:
         return self._leave(updated_node)
 
+    def visit_Call(self, node: cst.Call) -> None:
+        self.call_of[id(node)] = self.next_call
+        self.next_call += 1
+
+    def leave_Call(self, original_node: cst.Call, updated_node: cst.Call) -> cst.Call:
+        for edit in self.call_edits.pop(self.call_of[id(original_node)], []):
+            callee = cst.Module([]).code_for_node(updated_node.func)
+            if "".join(callee.split()) != "".join(edit.callee.split()):
+                raise FixError(f"call #{edit.call} calls `{callee}`, not `{edit.callee}` as the analysis found")
+            if isinstance(edit, ReplaceCallee):
+                updated_node = updated_node.with_changes(func=cst.parse_expression(edit.code))
+            else:
+                updated_node = updated_node.with_changes(args=_add_argument(updated_node, edit.code))
+        return updated_node
+
     def leave_Module(self, original_node: cst.Module, updated_node: cst.Module) -> cst.Module:
+        if self.call_edits:
+            raise FixError(f"call #{min(self.call_edits)} not found")
         for edit in self.edits.pop(None, []):
             assert isinstance(edit, ExtendPytestmark)
             updated_node = updated_node.with_changes(body=_extend_pytestmark(list(updated_node.body), edit.code))
@@ -162,6 +190,70 @@ class _EditApplier(cst.CSTTransformer):
             body[position] = _ensure_blank_lines(body[position], 1)
         body.insert(position, method)
         return block.with_changes(body=body)
+
+
+def _separator(whitespace: cst.BaseParenthesizableWhitespace) -> cst.BaseParenthesizableWhitespace:
+    """The whitespace after a comma between items: a line break where the items are one a
+    line, else one space."""
+    return whitespace if isinstance(whitespace, cst.ParenthesizedWhitespace) else cst.SimpleWhitespace(" ")
+
+
+def _add_argument(call: cst.Call, code: str) -> list[cst.Arg]:
+    """The call's arguments with ``code`` (``name=value``) appended, in the call's layout: a
+    call written one argument a line gets one more line."""
+    new = cst.parse_expression(f"f({code})").args[0]  # type: ignore[attr-defined]
+    args = list(call.args)
+    if not args:
+        return [new]
+    last = args[-1]
+    between = args[-2].comma.whitespace_after if len(args) > 1 else call.whitespace_before_args  # type: ignore[union-attr]
+    if isinstance(last.comma, cst.Comma):
+        # A trailing comma stays trailing, with the line break before ``)`` that follows it.
+        args[-1] = last.with_changes(comma=cst.Comma(whitespace_after=_separator(between)))
+        return [*args, new.with_changes(comma=last.comma)]
+    args[-1] = last.with_changes(comma=cst.Comma(whitespace_after=_separator(between)), whitespace_after_arg=cst.SimpleWhitespace(""))
+    return [*args, new.with_changes(whitespace_after_arg=last.whitespace_after_arg)]
+
+
+def _import_sort_key(alias: cst.ImportAlias) -> tuple[int, str]:
+    """isort's and ruff's default ``force-sort-within-sections = false`` order-by-type:
+    CONSTANTS, then Classes, then functions."""
+    name = cst.Module([]).code_for_node(alias.name)
+    kind = 0 if name.isupper() and len(name) > 1 else 1 if name[:1].isupper() else 2
+    return kind, name.lower()
+
+
+def _add_imported_name(body: list[cst.BaseStatement], edit: ImportName) -> list[cst.BaseStatement]:
+    for position, stmt in enumerate(body):
+        if not isinstance(stmt, cst.SimpleStatementLine) or len(stmt.body) != 1:
+            continue
+        node = stmt.body[0]
+        if (
+            isinstance(node, cst.ImportFrom)
+            and not node.relative
+            and node.module is not None
+            and cst.Module([]).code_for_node(node.module) == edit.module
+            and not isinstance(node.names, cst.ImportStar)
+        ):
+            names = list(node.names)
+            new = cst.ImportAlias(name=cst.Name(edit.name))
+            keys = [_import_sort_key(alias) for alias in names]
+            index = len(names)
+            if keys == sorted(keys):
+                index = next((i for i, key in enumerate(keys) if key > _import_sort_key(new)), len(names))
+            between = names[0].comma.whitespace_after if len(names) > 1 else (  # type: ignore[union-attr]
+                node.lpar.whitespace_after if node.lpar else cst.SimpleWhitespace(" ")
+            )
+            separator = cst.Comma(whitespace_after=_separator(between))
+            if index < len(names):
+                names.insert(index, new.with_changes(comma=separator))
+            else:
+                last = names[-1]
+                names[-1] = last.with_changes(comma=separator)
+                names.append(new.with_changes(comma=last.comma))
+            body[position] = stmt.with_changes(body=[node.with_changes(names=names)])
+            return body
+    raise FixError(f"`from {edit.module} import ...` not found")
 
 
 def _insert_decorators(existing: Sequence[cst.Decorator], edits: list[InsertDecorator]) -> list[cst.Decorator]:

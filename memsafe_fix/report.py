@@ -116,3 +116,11 @@ def write_summary(fixed: int, changed_files: int, remaining: int) -> str:
 def diff_summary(fixable: int, changed_files: int, remaining: int) -> str:
     text = f"Would fix {plural(fixable, 'finding')} in {plural(changed_files, 'file')}"
     return text + (f"; {remaining} without a safe fix." if remaining else ".")
+
+
+def unresolved_note(display: str, line: int, col: int, target: str, reason: str) -> str:
+    return f"{display}:{line}:{col}: note: MSF004 cannot tell whether patch target `{target}` is async: {reason}"
+
+
+def patch_target_summary(resolved: int, proven_async: int, unresolved: int) -> str:
+    return f"patch targets: {resolved} resolved ({proven_async} async), {unresolved} unresolved"

@@ -137,6 +137,108 @@ TRICKY_SUITE = {
 }
 
 
+# MSF004 must add new_callable=AsyncMock to the proven-async patches only: a wrong one on a sync
+# target makes the call return a coroutine, and the assertions below notice.
+ASYNC_SUITE = {
+    "pyproject.toml": "",
+    "shop/__init__.py": """\
+        from .client import Client
+        from .engines import *
+        """,
+    "shop/client.py": """\
+        import functools
+
+
+        def retry(func):
+            @functools.wraps(func)
+            async def wrapper(*args, **kwargs):
+                return await func(*args, **kwargs)
+
+            return wrapper
+
+
+        class Base:
+            async def close(self):
+                raise RuntimeError("no network in tests")
+
+
+        class Client(Base):
+            async def fetch(self):
+                raise RuntimeError("no network in tests")
+
+            def send_report(self):
+                raise RuntimeError("no network in tests")
+
+            @retry
+            async def charge(self):
+                raise RuntimeError("no network in tests")
+
+            async def events(self):
+                yield 1
+        """,
+    "shop/engines.py": """\
+        def create_async_engine():
+            raise RuntimeError("no database in tests")
+
+
+        async def dispose_engine():
+            raise RuntimeError("no database in tests")
+        """,
+    "tests/test_async_patch.py": """\
+        import asyncio
+        from unittest.mock import patch
+
+        import pytest
+
+        import shop
+        from shop import Client
+
+
+        @pytest.fixture
+        def client():
+            return Client()
+
+
+        class TestClient:
+            def setup_method(self):
+                self.client = Client()
+
+            @patch("shop.client.Client.fetch")
+            def test_fetch(self, fetch):
+                fetch.return_value = 1
+                assert asyncio.run(Client().fetch()) == 1
+                fetch.assert_awaited_once()
+
+            def test_send_report_is_sync(self):
+                with patch("shop.client.Client.send_report", return_value="ok"):
+                    assert Client().send_report() == "ok"
+
+            def test_inherited_close(self):
+                with patch.object(self.client, "close") as close:
+                    asyncio.run(self.client.close())
+                    close.assert_awaited_once()
+
+            def test_sync_factory_named_async(self):
+                with patch("shop.create_async_engine", return_value="engine"):
+                    assert shop.create_async_engine() == "engine"
+
+            def test_wrapped_async(self, client):
+                with patch.object(client, "charge", return_value=5):
+                    assert asyncio.run(client.charge()) == 5
+
+            def test_async_generator(self):
+                with patch("shop.client.Client.events", return_value=iter([1])):
+                    assert list(Client().events()) == [1]
+
+
+        def test_reexported_async(mocker):
+            dispose = mocker.patch("shop.engines.dispose_engine")
+            asyncio.run(shop.engines.dispose_engine())
+            dispose.assert_awaited_once()
+        """,
+}
+
+
 def run_pytest(project: Path, *args: str) -> dict[str, str]:
     report = project / "report.xml"
     subprocess.run(
@@ -169,20 +271,20 @@ def memsafe_fix(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "memsafe_fix", *args], cwd=project, capture_output=True, text=True)
 
 
-def make_tricky(root: Path) -> Path:
-    for name, text in TRICKY_SUITE.items():
+def make_suite(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(textwrap.dedent(text))
     return root
 
 
-@pytest.fixture(params=["examples", "tricky"])
+@pytest.fixture(params=["examples", "tricky", "async"])
 def suite(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
     project = tmp_path / request.param
     if request.param == "examples":
         shutil.copytree(EXAMPLES, project)
     else:
-        project.mkdir()
-        make_tricky(project)
+        make_suite(project, TRICKY_SUITE if request.param == "tricky" else ASYNC_SUITE)
     return project
 
 
@@ -203,8 +305,24 @@ def test_outcomes_unchanged_by_rewrite(suite: Path) -> None:
     xdist_after = run_pytest(suite, "-n", "2", "--dist", "loadgroup")
     expected = {t: "skipped" if PERFORMANCE_TESTS.search(t) else o for t, o in xdist_before.items()}
     assert xdist_after == expected
-    assert any(PERFORMANCE_TESTS.search(t) for t in expected)
+    assert any(PERFORMANCE_TESTS.search(t) for t in expected) or suite.name == "async"
     assert run_unittest(suite) == unittest_before
+
+
+def test_async_patch_adds_new_callable_to_proven_async_targets_only(tmp_path: Path) -> None:
+    project = make_suite(tmp_path / "async", ASYNC_SUITE)
+    before = run_pytest(project)
+    assert set(before.values()) == {"passed"}, before
+    memsafe_fix(project, "--write", ".")
+    text = (project / "tests" / "test_async_patch.py").read_text()
+    patched = {line.strip() for line in text.splitlines() if "new_callable=" in line}
+    assert patched == {
+        '@patch("shop.client.Client.fetch", new_callable=AsyncMock)',
+        'with patch.object(self.client, "close", new_callable=AsyncMock) as close:',
+        'with patch.object(client, "charge", return_value=5, new_callable=AsyncMock):',
+        'dispose = mocker.patch("shop.engines.dispose_engine", new_callable=mocker.AsyncMock)',
+    }
+    assert run_pytest(project) == before
 
 
 def test_mock_classes_share_a_worker_under_loadgroup(tmp_path: Path) -> None:

@@ -44,8 +44,10 @@ def module_name(case: Path) -> str:
 def run_case(case: Path) -> tuple[bytes, str]:
     source, encoding = read_source((case / "input.py").read_bytes())
     settings = case_settings(case)
-    findings = check_source(source, settings, module_name(case))
-    new_source, _, _ = fix_source(source, settings, module_name(case), FIRST_PARTY)
+    # The file's path lets rules resolve the project modules it imports (async_patch/project).
+    path = case / "input.py"
+    findings = check_source(source, settings, module_name(case), path)
+    new_source, _, _ = fix_source(source, settings, module_name(case), FIRST_PARTY, path)
     report = "".join(format_finding("input.py", f) + "\n" for f in findings)
     return new_source.encode(encoding), report
 
@@ -66,7 +68,7 @@ def test_expected_compiles_and_is_stable(case: Path) -> None:
     compile(expected, str(case / "expected.py"), "exec", dont_inherit=True)
     source, _ = read_source(expected)
     settings = case_settings(case)
-    again, fixed, remaining = fix_source(source, settings, module_name(case), FIRST_PARTY)
+    again, fixed, remaining = fix_source(source, settings, module_name(case), FIRST_PARTY, case / "expected.py")
     assert again == source
     assert fixed == [] and not any(f.fixable for f in remaining)
 

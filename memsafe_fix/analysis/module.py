@@ -18,6 +18,9 @@ DefNode = Union[ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef]
 # Nodes whose children can be statements: statements, ``except`` handlers, ``match`` cases.
 _STATEMENT_CONTAINERS = (ast.stmt, ast.excepthandler) + ((ast.match_case,) if hasattr(ast, "match_case") else ())
 _SUPPRESSION = re.compile(r"#\s*memsafe:\s*ignore(?:\[([A-Za-z0-9,\s]*)\])?")
+# The seed pattern's own suppression for its async-mock check, honoured for MSF004.
+NOQA_ASYNC_MOCK = "async-mock"
+_NOQA = re.compile(r"#\s*noqa:\s*([\w\-]+(?:[,\s]+[\w\-]+)*)", re.IGNORECASE)
 
 
 @dataclass(eq=False)
@@ -80,7 +83,8 @@ class ModuleAnalysis:
         self.defs: list[Def] = []
         self.top_level: list[Def] = []
         self._collect_defs(self.tree, None, True)
-        self._suppressed = _suppressions(source) if "memsafe:" in source else {}
+        self._suppressed = _suppressions(source) if "memsafe:" in source or NOQA_ASYNC_MOCK in source else {}
+        self._bindings: dict[int, dict[str, list[ast.stmt]]] = {}
 
     def _collect_defs(self, node: ast.AST, parent: Optional[Def], direct: bool) -> None:
         # ``class``/``def`` only occur in statement bodies, whose fields ``iter_child_nodes``
@@ -94,6 +98,38 @@ class ModuleAnalysis:
                 self._collect_defs(child, entry, True)
             elif isinstance(child, _STATEMENT_CONTAINERS):
                 self._collect_defs(child, parent, False)
+
+    def def_of(self, node: ast.AST) -> Def:
+        return self._def_by_node[id(node)]
+
+    @cached_property
+    def _def_by_node(self) -> dict[int, Def]:
+        return {id(d.node): d for d in self.defs}
+
+    def bindings(self, body: list[ast.stmt]) -> dict[str, list[ast.stmt]]:
+        """The statements that bind each name in a module or class body, including those
+        under ``if``/``try``/``with``/loops there (a name bound twice is ambiguous)."""
+        key = id(body)
+        if key not in self._bindings:
+            self._bindings[key] = _bindings(body)
+        return self._bindings[key]
+
+    @cached_property
+    def star_imports(self) -> list[str]:
+        """Modules of top-level ``from module import *`` statements (relative ones keep their dots)."""
+        return [
+            "." * stmt.level + (stmt.module or "")
+            for stmt in self.tree.body
+            if isinstance(stmt, ast.ImportFrom) and any(alias.name == "*" for alias in stmt.names)
+        ]
+
+    @cached_property
+    def call_index(self) -> dict[int, int]:
+        """id() of each call -> its position among all calls, ordered by where they start and,
+        for calls starting at the same place, outer first: the order LibCST visits them in."""
+        calls = [node for node in ast.walk(self.tree) if isinstance(node, ast.Call)]
+        calls.sort(key=lambda c: (c.lineno, c.col_offset, -(c.end_lineno or 0), -(c.end_col_offset or 0)))
+        return {id(call): index for index, call in enumerate(calls)}
 
     @cached_property
     def module_classes(self) -> dict[str, Def]:
@@ -141,10 +177,47 @@ def _suppressions(source: str) -> dict[int, Optional[frozenset[str]]]:
         return found
     for token in tokens:
         if token.type == tokenize.COMMENT:
+            noqa = _NOQA.search(token.string)
+            if noqa and NOQA_ASYNC_MOCK in re.split(r"[,\s]+", noqa.group(1).lower()):
+                codes = found.get(token.start[0], frozenset())
+                found[token.start[0]] = None if codes is None else codes | {"MSF004"}
             match = _SUPPRESSION.search(token.string)
             if match:
                 codes = match.group(1)
                 found[token.start[0]] = (
                     None if codes is None else frozenset(c.strip().upper() for c in codes.split(",") if c.strip())
                 )
+    return found
+
+
+_BLOCK_FIELDS = ("body", "orelse", "finalbody", "handlers", "cases")
+
+
+def _bindings(body: list[ast.stmt]) -> dict[str, list[ast.stmt]]:
+    found: dict[str, list[ast.stmt]] = {}
+
+    def visit(statements: list[ast.AST]) -> None:
+        for stmt in statements:
+            if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                found.setdefault(stmt.name, []).append(stmt)
+            elif isinstance(stmt, (ast.Import, ast.ImportFrom)):
+                for alias in stmt.names:
+                    if alias.name != "*":
+                        local = alias.asname or (alias.name.split(".")[0] if isinstance(stmt, ast.Import) else alias.name)
+                        found.setdefault(local, []).append(stmt)
+            else:
+                # Names the statement binds itself: targets, loop variables, ``as`` names.
+                if isinstance(stmt, ast.excepthandler) and stmt.name:
+                    found.setdefault(stmt.name, []).append(stmt)  # type: ignore[arg-type]
+                for field_name, value in ast.iter_fields(stmt):
+                    if field_name in _BLOCK_FIELDS:
+                        continue
+                    for item in value if isinstance(value, list) else [value]:
+                        for node in ast.walk(item) if isinstance(item, ast.AST) else ():
+                            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                                found.setdefault(node.id, []).append(stmt)  # type: ignore[arg-type]
+                for block in _BLOCK_FIELDS:
+                    visit(getattr(stmt, block, None) or [])
+
+    visit(list(body))
     return found

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Optional
@@ -51,8 +52,9 @@ def first_party_names(directory: Path) -> frozenset[str]:
     return frozenset().union(*(_module_names(folder) for folder in folders))
 
 
-def _module_file(dotted: str, importer: Path, source_roots: tuple[Path, ...] = ()) -> Optional[Path]:
-    """The file of module ``dotted`` (``pkg.mod`` or relative ``..mod``) imported from ``importer``."""
+def _module_file(dotted: str, importer: Path, roots: tuple[Path, ...]) -> Optional[Path]:
+    """The file of module ``dotted`` (``pkg.mod`` or relative ``..mod``) imported from ``importer``,
+    looked up in ``roots`` when it is absolute."""
     stripped = dotted.lstrip(".")
     level = len(dotted) - len(stripped)
     parts = stripped.split(".") if stripped else []
@@ -60,10 +62,7 @@ def _module_file(dotted: str, importer: Path, source_roots: tuple[Path, ...] = (
         base = importer.parent
         for _ in range(level - 1):
             base = base.parent
-        roots = [base]
-    else:
-        root = project_root(importer.parent)
-        roots = [*source_roots, root, root / "src", importer.parent, package_base(importer.parent)]
+        roots = (base,)
     for root in roots:
         target = root.joinpath(*parts)
         for candidate in (target.with_suffix(".py") if parts else None, target / "__init__.py"):
@@ -72,12 +71,49 @@ def _module_file(dotted: str, importer: Path, source_roots: tuple[Path, ...] = (
     return None
 
 
-@lru_cache(maxsize=256)
-def _load(path: Path, settings: Settings) -> Optional[ModuleAnalysis]:
-    """A project module, parsed once per run (and per worker process)."""
+def _project_roots(importer: Path, settings: Settings) -> tuple[Path, ...]:
+    """Where the project's own modules are: ``source-roots``, the project root, ``src/``, the
+    importing file's folder and the folder above its top-most package."""
+    root = project_root(importer.parent)
+    base = settings.root or root
+    configured = tuple(base / folder for folder in settings.source_roots)
+    return (*configured, root, root / "src", importer.parent, package_base(importer.parent))
+
+
+@lru_cache(maxsize=None)
+def installed_roots(root: Path) -> tuple[Path, ...]:
+    """Where installed packages are, without importing them: the project's own virtualenv
+    (``.venv``/``venv``, or ``$VIRTUAL_ENV``), then this interpreter's ``sys.path``, which
+    includes the standard library."""
+    environments = [root / ".venv", root / "venv"]
+    if os.environ.get("VIRTUAL_ENV"):
+        environments.append(Path(os.environ["VIRTUAL_ENV"]))
+    site_packages = [
+        folder
+        for environment in environments
+        for folder in sorted(environment.glob("lib/python3*/site-packages")) + [environment / "Lib" / "site-packages"]
+        if folder.is_dir()
+    ]
+    interpreter = [Path(entry) for entry in sys.path if entry and Path(entry).is_dir()]
+    return tuple(dict.fromkeys([*site_packages, *interpreter]))
+
+
+@lru_cache(maxsize=None)
+def find_module(dotted: str, importer: Path, settings: Settings, installed: bool = False) -> Optional[Path]:
+    """The source file of module ``dotted`` as imported from the file ``importer``: in the
+    project, and with ``installed`` also among installed packages and the standard library."""
+    roots = _project_roots(importer, settings)
+    if installed:
+        roots += installed_roots(project_root(importer.parent))
+    return _module_file(dotted, importer, roots)
+
+
+@lru_cache(maxsize=None)
+def load_module(path: Path, settings: Settings) -> Optional[ModuleAnalysis]:
+    """A module's analysis, parsed once per run (and per worker process)."""
     try:
         source = path.read_text(encoding="utf-8")
-        return ModuleAnalysis(source, settings, path.stem, path)
+        return ModuleAnalysis(source, settings, path.stem if path.name != "__init__.py" else path.parent.name, path)
     except (OSError, UnicodeDecodeError, SyntaxError, ValueError):
         return None
 
@@ -91,10 +127,8 @@ def imported_class(module: ModuleAnalysis, qualified: str, _depth: int = 0) -> O
     dotted, name = qualified.rsplit(".", 1)
     if not dotted.strip("."):
         dotted += "" if dotted.endswith(".") else "."
-    settings = module.settings
-    base = settings.root or project_root(module.path.parent)
-    path = _module_file(dotted, module.path, tuple(base / folder for folder in settings.source_roots))
-    target = _load(path, settings) if path is not None else None
+    path = find_module(dotted, module.path, module.settings)
+    target = load_module(path, module.settings) if path is not None else None
     if target is None:
         return None
     if name in target.module_classes:
@@ -105,5 +139,5 @@ def imported_class(module: ModuleAnalysis, qualified: str, _depth: int = 0) -> O
 
 def clear_caches() -> None:
     """Forget what earlier runs in this process learnt about the file system."""
-    for cached in (project_root, package_base, _module_names, first_party_names, _load):
+    for cached in (project_root, package_base, _module_names, first_party_names, installed_roots, find_module, load_module):
         cached.cache_clear()

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import ast
 from functools import cached_property
-from typing import ClassVar, Iterator, Optional
+from typing import TYPE_CHECKING, ClassVar, Iterator, Optional
 
 from memsafe_fix.analysis.collection import is_collected_class, is_unittest_class, resolve_bases
 from memsafe_fix.analysis.mocks import MockUsage
 from memsafe_fix.analysis.module import Def, ModuleAnalysis
 from memsafe_fix.edits import Finding, Fix
+
+if TYPE_CHECKING:
+    from memsafe_fix.analysis.targets import Resolution
 
 # black's default; new code is wrapped to fit it.
 MAX_LINE_LENGTH = 88
@@ -24,6 +27,8 @@ class Context:
         self.mocks = MockUsage(module)
         self.is_conftest = module.module_name == "conftest"
         self._mock_use: dict[int, bool] = {}
+        # Every ``patch`` call MSF004 looked at, its target as written, and what it found (for ``--verbose``).
+        self.resolutions: list[tuple[ast.Call, str, "Resolution"]] = []
 
     @cached_property
     def test_classes(self) -> list[Def]:

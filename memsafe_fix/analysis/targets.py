@@ -1,0 +1,408 @@
+"""Is the target of a ``patch`` an ``async def``? Decided from source, never by importing.
+
+A target is a dotted string (``"pkg.mod.Client.send"``) or an object and an attribute name
+(``patch.object(Client, "send")``). Modules are looked up under the project's source roots and
+in the installed packages of the project's virtualenv and of this interpreter (see
+``project.find_module``), each parsed once with ``ast``. Names are followed through imports,
+re-exports (``from .x import y``, ``from x import *``) and class bases.
+
+The answer is a ``Verdict``: ``ASYNC`` only when the target is proven to be a coroutine
+function, ``NOT_ASYNC`` when it is proven not to be one, ``UNKNOWN`` otherwise, with the reason.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+from dataclasses import dataclass
+from enum import Enum
+from typing import Optional, Union
+
+from memsafe_fix.analysis.collection import fixture_name, has_own_yield, is_fixture
+from memsafe_fix.analysis.imports import PLAIN_BASES
+from memsafe_fix.analysis.module import Def, ModuleAnalysis
+from memsafe_fix.analysis.project import find_module, load_module
+
+# Decorators that return the function they are given (or a descriptor that calls it unchanged).
+TRANSPARENT_DECORATORS = frozenset(
+    {
+        "staticmethod",
+        "classmethod",
+        "abc.abstractmethod",
+        "typing.override",
+        "typing_extensions.override",
+        "typing.final",
+        "typing_extensions.final",
+        "typing.no_type_check",
+    }
+)
+WRAPS = frozenset({"functools.wraps"})
+# How deep imports, re-exports and bases are followed before giving up.
+MAX_DEPTH = 8
+
+
+class Verdict(Enum):
+    ASYNC = "async"
+    NOT_ASYNC = "not async"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Resolution:
+    verdict: Verdict
+    # What the target turned out to be ("async def pkg.mod.f"), or why it is unknown.
+    detail: str
+
+
+@dataclass(frozen=True)
+class Unknown:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Instance:
+    """An instance of ``cls``: its attributes are looked up on the class."""
+
+    cls: Def
+
+
+Symbol = Union[ModuleAnalysis, Def, Instance, Unknown]
+
+
+def _describe(symbol: Union[ModuleAnalysis, Def]) -> str:
+    if isinstance(symbol, ModuleAnalysis):
+        return f"module `{symbol.module_name}`"
+    return f"`{symbol.name}`"
+
+
+class TargetResolver:
+    """Resolves ``patch`` targets for one test module."""
+
+    def __init__(self, module: ModuleAnalysis) -> None:
+        self.module = module
+        self.async_decorators = frozenset(module.settings.async_decorators)
+
+    # --- the two forms of target ---------------------------------------------------------
+
+    def resolve_string(self, target: str) -> Resolution:
+        """``patch("pkg.mod.Class.method")``: the longest importable prefix, then attributes."""
+        parts = target.split(".")
+        if len(parts) < 2 or not all(part.isidentifier() for part in parts):
+            return Resolution(Verdict.UNKNOWN, f"`{target}` is not a dotted name")
+        for cut in range(len(parts) - 1, 0, -1):
+            found = self._module(".".join(parts[:cut]), self.module)
+            if found is not None:
+                symbol: Symbol = found
+                for name in parts[cut:]:
+                    symbol = self.member(symbol, name, 0)
+                return self.verdict(symbol)
+        return Resolution(Verdict.UNKNOWN, f"module of `{target}` not found")
+
+    def resolve_object(self, expr: ast.expr, attribute: str, scope: Optional[Def]) -> Resolution:
+        """``patch.object(expr, "attribute")`` where ``expr`` is written in ``scope``."""
+        return self.verdict(self.member(self.expression(expr, scope), attribute, 0))
+
+    # --- verdicts --------------------------------------------------------------------------
+
+    def verdict(self, symbol: Symbol) -> Resolution:
+        if isinstance(symbol, Unknown):
+            return Resolution(Verdict.UNKNOWN, symbol.reason)
+        if isinstance(symbol, Instance):
+            return Resolution(Verdict.NOT_ASYNC, f"an instance of `{symbol.cls.name}`")
+        if isinstance(symbol, ModuleAnalysis):
+            return Resolution(Verdict.NOT_ASYNC, _describe(symbol))
+        if symbol.is_class:
+            return Resolution(Verdict.NOT_ASYNC, f"class `{symbol.name}`")
+        node = symbol.node
+        where = f"`{symbol.module.module_name}.{symbol.name}`"
+        if isinstance(node, ast.FunctionDef):
+            if all(self._transparent(d, symbol.module) for d in node.decorator_list):
+                return Resolution(Verdict.NOT_ASYNC, f"def {where}")
+            return Resolution(Verdict.UNKNOWN, f"def {where} is decorated")
+        if has_own_yield(symbol):
+            # ``patch`` makes a MagicMock for an async generator function, and so must we.
+            return Resolution(Verdict.NOT_ASYNC, f"async generator {where}")
+        for decorator in node.decorator_list:
+            if not (self._transparent(decorator, symbol.module) or self._wraps_async(decorator, symbol.module)):
+                return Resolution(Verdict.UNKNOWN, f"async def {where} is decorated with `{ast.unparse(decorator)}`")
+        return Resolution(Verdict.ASYNC, f"async def {where}")
+
+    def _transparent(self, decorator: ast.expr, module: ModuleAnalysis) -> bool:
+        """A decorator that returns the function itself (``@wraps(f)`` does), or one the
+        ``async-decorators`` setting vouches for."""
+        if isinstance(decorator, ast.Call):
+            name = module.imports.qualify(decorator.func)
+            return name in WRAPS or name in self.async_decorators
+        name = module.imports.qualify(decorator)
+        return name in TRANSPARENT_DECORATORS or name in self.async_decorators
+
+    def _wraps_async(self, decorator: ast.expr, module: ModuleAnalysis) -> bool:
+        """A project decorator written as ``@wraps(func) async def wrapper`` (or a factory
+        returning such a decorator): it keeps an ``async def`` a coroutine function."""
+        factory = isinstance(decorator, ast.Call)
+        func = self.member_path(decorator.func if isinstance(decorator, ast.Call) else decorator, module)
+        if not isinstance(func, Def) or func.is_class:
+            return False
+        if factory:
+            inner = _returned_def(func)
+            return inner is not None and _returns_wrapping_async(inner)
+        return _returns_wrapping_async(func)
+
+    # --- names -----------------------------------------------------------------------------
+
+    def _module(self, dotted: str, importer: ModuleAnalysis) -> Optional[ModuleAnalysis]:
+        if importer.path is None:
+            return None
+        path = find_module(dotted, importer.path, importer.settings, installed=True)
+        return load_module(path, importer.settings) if path is not None else None
+
+    def member_path(self, expr: ast.expr, module: ModuleAnalysis) -> Symbol:
+        """What a module-level name or dotted attribute chain in ``module`` refers to."""
+        if isinstance(expr, ast.Attribute):
+            return self.member(self.member_path(expr.value, module), expr.attr, 0)
+        if isinstance(expr, ast.Name):
+            return self.member(module, expr.id, 0)
+        return Unknown(f"`{ast.unparse(expr)}` is not a name")
+
+    def member(self, symbol: Symbol, name: str, depth: int) -> Symbol:
+        if isinstance(symbol, Unknown):
+            return symbol
+        if depth > MAX_DEPTH:
+            return Unknown(f"`{name}` is re-exported too many times")
+        if isinstance(symbol, Instance):
+            return self._class_member(symbol.cls, name, depth)
+        if isinstance(symbol, ModuleAnalysis):
+            return self._module_member(symbol, name, depth)
+        if symbol.is_class:
+            return self._class_member(symbol, name, depth)
+        return Unknown(f"`{name}` of function `{symbol.name}`")
+
+    def _module_member(self, module: ModuleAnalysis, name: str, depth: int) -> Symbol:
+        bindings = module.bindings(module.tree.body).get(name, [])
+        if len(bindings) > 1:
+            return Unknown(f"`{name}` is bound more than once in `{module.module_name}`")
+        if bindings:
+            return self._bound(bindings[0], module, name, depth)
+        for star in module.star_imports:
+            source = self._module(star, module)
+            if source is not None and name in source.bindings(source.tree.body) and not name.startswith("_"):
+                return self._module_member(source, name, depth + 1)
+        if module.path is not None and module.path.name == "__init__.py":
+            submodule = self._module(f".{name}", module)
+            if submodule is not None:
+                return submodule
+        return Unknown(f"`{name}` not found in `{module.module_name}`")
+
+    def _bound(self, binding: ast.AST, module: ModuleAnalysis, name: str, depth: int) -> Symbol:
+        if isinstance(binding, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            return module.def_of(binding)
+        if isinstance(binding, (ast.Import, ast.ImportFrom)):
+            return self._imported(_import_target(binding, name), module, depth + 1)
+        return Unknown(f"`{name}` is assigned in `{module.module_name}`")
+
+    def _imported(self, dotted: str, importer: ModuleAnalysis, depth: int) -> Symbol:
+        """What an import of ``dotted`` in ``importer`` binds: a module, or a name in one."""
+        found = self._module(dotted, importer)
+        if found is not None:
+            return found
+        stripped = dotted.lstrip(".")
+        level = len(dotted) - len(stripped)
+        if "." in stripped:
+            parent, name = dotted.rsplit(".", 1)
+        elif level:
+            parent, name = "." * level, stripped
+        else:
+            return Unknown(f"module `{dotted}` not found")
+        holder = self._module(parent, importer)
+        if holder is None:
+            return Unknown(f"module `{parent}` not found")
+        return self.member(holder, name, depth)
+
+    def _class_member(self, cls: Def, name: str, depth: int) -> Symbol:
+        found = self._class_lookup(cls, name, depth, set())
+        return found if found is not None else Unknown(f"no `{name}` in class `{cls.name}`")
+
+    def _class_lookup(self, cls: Def, name: str, depth: int, seen: set[int]) -> Optional[Symbol]:
+        """``name`` looked up on a class: its own body, then its bases depth-first, left to
+        right; None when it is defined nowhere. A base that cannot be found could define
+        ``name`` first, so it makes the answer unknown."""
+        seen.add(id(cls))
+        bindings = cls.module.bindings(cls.node.body).get(name, [])
+        if len(bindings) > 1:
+            return Unknown(f"`{name}` is bound more than once in class `{cls.name}`")
+        if bindings:
+            binding = bindings[0]
+            if isinstance(binding, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                return cls.module.def_of(binding)
+            return Unknown(f"`{cls.name}.{name}` is assigned")
+        for base in cls.node.bases:
+            qualified = cls.module.imports.qualify(base)
+            if qualified in PLAIN_BASES or (isinstance(base, ast.Name) and _is_builtin(base.id, cls.module)):
+                continue
+            if isinstance(base, ast.Subscript) and cls.module.imports.qualify(base.value) in PLAIN_BASES:
+                continue
+            resolved = self.member_path(base, cls.module) if depth <= MAX_DEPTH else Unknown("too deep")
+            if not isinstance(resolved, Def) or not resolved.is_class:
+                return Unknown(f"base `{ast.unparse(base)}` of `{cls.name}` not found")
+            if id(resolved) in seen:
+                continue
+            found = self._class_lookup(resolved, name, depth + 1, seen)
+            if found is not None:
+                return found
+        return None
+
+    # --- expressions in test code ----------------------------------------------------------
+
+    def expression(self, expr: ast.expr, scope: Optional[Def]) -> Symbol:
+        """What the first argument of ``patch.object`` refers to, written in ``scope``."""
+        if isinstance(expr, ast.Call):
+            return self._instance_of(expr, scope)
+        if isinstance(expr, ast.Name):
+            if expr.id == "self" and scope is not None and scope.parent is not None and scope.parent.is_class:
+                return Instance(scope.parent)
+            for function in _enclosing_functions(scope):
+                values = _local_values(function, expr.id)
+                if values:
+                    return self._agreeing([self._instance_of(v, function) for v in values], expr.id)
+                if expr.id in _parameters(function):
+                    return self._fixture_value(expr.id, function)
+            return self.member_path(expr, self.module)
+        if isinstance(expr, ast.Attribute):
+            if isinstance(expr.value, ast.Name) and expr.value.id == "self" and scope is not None:
+                cls = scope.parent
+                if cls is not None and cls.is_class:
+                    values = [v for method in cls.children for v in _self_values(method, expr.attr)]
+                    if values:
+                        return self._agreeing([self._instance_of(v, None) for v in values], f"self.{expr.attr}")
+                    return Unknown(f"`self.{expr.attr}` is not assigned in `{cls.name}`")
+            return self.member_path(expr, self.module)
+        return Unknown(f"`{ast.unparse(expr)}` is not a name")
+
+    def _instance_of(self, value: ast.expr, scope: Optional[Def]) -> Symbol:
+        if isinstance(value, ast.Call):
+            cls = self.member_path(value.func, self.module)
+            if isinstance(cls, Def) and cls.is_class:
+                return Instance(cls)
+            return Unknown(f"`{ast.unparse(value.func)}(...)` is not a known class")
+        return Unknown(f"`{ast.unparse(value)}` is not a call of a class")
+
+    def _fixture_value(self, name: str, function: Def) -> Symbol:
+        """A parameter filled by a fixture of this module (or of the test's class) that
+        returns or yields ``Class(...)``."""
+        candidates = [d for d in self.module.top_level if not d.is_class]
+        if function.parent is not None and function.parent.is_class:
+            candidates += [d for d in function.parent.children if not d.is_class]
+        fixtures = [d for d in candidates if is_fixture(d, self.module) and fixture_name(d, self.module) == name]
+        if len(fixtures) != 1:
+            return Unknown(f"fixture `{name}` is not defined once in this file")
+        values = _produced_values(fixtures[0])
+        if not values:
+            return Unknown(f"fixture `{name}` returns nothing recognisable")
+        return self._agreeing([self._instance_of(v, fixtures[0]) for v in values], name)
+
+    @staticmethod
+    def _agreeing(symbols: list[Symbol], name: str) -> Symbol:
+        first = symbols[0]
+        if isinstance(first, Unknown):
+            return first
+        if any(not isinstance(s, Instance) or s.cls is not getattr(first, "cls", None) for s in symbols):
+            return Unknown(f"`{name}` is assigned different things")
+        return first
+
+
+def _import_target(statement: Union[ast.Import, ast.ImportFrom], name: str) -> str:
+    """The dotted name an import statement binds to local ``name``."""
+    if isinstance(statement, ast.Import):
+        for alias in statement.names:
+            if alias.asname == name:
+                return alias.name
+        return name  # ``import a.b`` binds ``a``
+    module = "." * statement.level + (statement.module or "")
+    alias = next(a for a in statement.names if (a.asname or a.name) == name)
+    return f"{module}{'' if module.endswith('.') else '.'}{alias.name}"
+
+
+def _is_builtin(name: str, module: ModuleAnalysis) -> bool:
+    return name not in module.bindings(module.tree.body) and isinstance(getattr(builtins, name, None), type)
+
+
+def _enclosing_functions(scope: Optional[Def]) -> list[Def]:
+    functions = []
+    while scope is not None and not scope.is_class:
+        functions.append(scope)
+        scope = scope.parent
+    return functions
+
+
+def _parameters(function: Def) -> set[str]:
+    args = function.node.args
+    return {a.arg for a in [*args.posonlyargs, *args.args, *args.kwonlyargs]}
+
+
+def _own_nodes(function: Def) -> list[ast.AST]:
+    """The nodes of a function body, not descending into nested functions and classes."""
+    found: list[ast.AST] = []
+    stack: list[ast.AST] = list(function.node.body)
+    while stack:
+        node = stack.pop()
+        found.append(node)
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            stack.extend(ast.iter_child_nodes(node))
+    return found
+
+
+def _local_values(function: Def, name: str) -> list[ast.expr]:
+    """Values assigned to local ``name`` by plain ``name = value`` statements; any other
+    binding (a loop, ``with ... as``, unpacking) adds an unknowable value."""
+    nodes = _own_nodes(function)
+    values = [
+        node.value
+        for node in nodes
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets)
+    ]
+    stores = sum(isinstance(n, ast.Name) and n.id == name and isinstance(n.ctx, ast.Store) for n in nodes)
+    if stores > len(values):
+        values.append(ast.Constant(None))
+    return values
+
+
+def _self_values(method: Def, attribute: str) -> list[ast.expr]:
+    if method.is_class:
+        return []
+    values: list[ast.expr] = []
+    for node in _own_nodes(method):
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        for target in targets:
+            if (
+                isinstance(target, ast.Attribute)
+                and target.attr == attribute
+                and isinstance(target.value, ast.Name)
+                and target.value.id == "self"
+            ):
+                values.append(node.value if node.value is not None else ast.Constant(None))
+    return values
+
+
+def _produced_values(fixture: Def) -> list[ast.expr]:
+    return [
+        node.value
+        for node in _own_nodes(fixture)
+        if isinstance(node, (ast.Return, ast.Yield)) and node.value is not None
+    ]
+
+
+def _returned_def(function: Def) -> Optional[Def]:
+    """The nested function ``function`` returns (``def deco(f): ...; return wrapper``)."""
+    returned = {n.value.id for n in _own_nodes(function) if isinstance(n, ast.Return) and isinstance(n.value, ast.Name)}
+    inner = [child for child in function.children if not child.is_class and child.name in returned]
+    return inner[0] if len(inner) == 1 else None
+
+
+def _returns_wrapping_async(function: Def) -> bool:
+    inner = _returned_def(function)
+    if inner is None or not isinstance(inner.node, ast.AsyncFunctionDef) or has_own_yield(inner):
+        return False
+    qualify = function.module.imports.qualify
+    return any(
+        isinstance(d, ast.Call) and qualify(d.func) in WRAPS for d in inner.node.decorator_list
+    ) and len(inner.node.decorator_list) == 1
