@@ -14,9 +14,9 @@ import typer
 
 from memsafe_fix import __version__
 from memsafe_fix.analysis.project import clear_caches
+from memsafe_fix.analysis.targets import Verdict
 from memsafe_fix.config import ConfigError, Settings, settings_for
 from memsafe_fix.discovery import MissingPath, discover
-from memsafe_fix.analysis.targets import Verdict
 from memsafe_fix.engine import FileResult, Job, Mode, PatchTarget, run
 from memsafe_fix.engine import process as run_one
 from memsafe_fix.report import (
@@ -109,9 +109,16 @@ def memsafe_fix(
         False, "--exit-zero", help="Exit 0 even when there are findings (errors still exit 2)."
     ),
     unsafe_fixes: bool = typer.Option(
-        False, "--unsafe-fixes", help="Also apply fixes that can change what a test does (see `memsafe-fix rule MSF004`)."
+        False,
+        "--unsafe-fixes",
+        help="Also apply fixes that can change what a test does (see `memsafe-fix rule MSF004`).",
     ),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks for internal errors and the patch targets MSF004 cannot resolve."),
+    verbose: bool = typer.Option(
+        False,
+        "--verbose",
+        "-v",
+        help="Show tracebacks for internal errors and the patch targets MSF004 cannot resolve.",
+    ),
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
     ),

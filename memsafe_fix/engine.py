@@ -18,11 +18,11 @@ import libcst as cst
 
 from memsafe_fix.analysis.module import ModuleAnalysis
 from memsafe_fix.analysis.project import first_party_names
+from memsafe_fix.analysis.targets import Resolution
 from memsafe_fix.config import Settings
 from memsafe_fix.edits import Finding
 from memsafe_fix.fixer import FixError, apply_fixes
 from memsafe_fix.report import unified_diff
-from memsafe_fix.analysis.targets import Resolution
 from memsafe_fix.rules import ALL_RULES, Context
 from memsafe_fix.rules.async_patch import AsyncPatch
 

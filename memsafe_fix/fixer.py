@@ -15,9 +15,9 @@ from memsafe_fix.edits import (
     Edit,
     ExtendPytestmark,
     Fix,
+    ImportName,
     InsertDecorator,
     InsertMethod,
-    ImportName,
     InsertModuleStatement,
     ReplaceCallee,
 )
@@ -211,7 +211,9 @@ def _add_argument(call: cst.Call, code: str) -> list[cst.Arg]:
         # A trailing comma stays trailing, with the line break before ``)`` that follows it.
         args[-1] = last.with_changes(comma=cst.Comma(whitespace_after=_separator(between)))
         return [*args, new.with_changes(comma=last.comma)]
-    args[-1] = last.with_changes(comma=cst.Comma(whitespace_after=_separator(between)), whitespace_after_arg=cst.SimpleWhitespace(""))
+    args[-1] = last.with_changes(
+        comma=cst.Comma(whitespace_after=_separator(between)), whitespace_after_arg=cst.SimpleWhitespace("")
+    )
     return [*args, new.with_changes(whitespace_after_arg=last.whitespace_after_arg)]
 
 
@@ -241,8 +243,11 @@ def _add_imported_name(body: list[cst.BaseStatement], edit: ImportName) -> list[
             index = len(names)
             if keys == sorted(keys):
                 index = next((i for i, key in enumerate(keys) if key > _import_sort_key(new)), len(names))
-            between = names[0].comma.whitespace_after if len(names) > 1 else (  # type: ignore[union-attr]
-                node.lpar.whitespace_after if node.lpar else cst.SimpleWhitespace(" ")
+            between = (
+                names[0].comma.whitespace_after
+                if len(names) > 1
+                # type: ignore[union-attr]
+                else (node.lpar.whitespace_after if node.lpar else cst.SimpleWhitespace(" "))
             )
             separator = cst.Comma(whitespace_after=_separator(between))
             if index < len(names):

@@ -22,8 +22,12 @@ class MockUsage:
         self.module = module
         # The ``mock-factories`` setting: project callables that create mocks.
         self.extra_factories = frozenset(module.settings.mock_factories)
+        self._facts: dict[int, tuple[bool, frozenset[str]]] = {}
 
-    def _references_mocks(self, node: ast.AST, helpers: frozenset[str], skip: frozenset[ast.AST]) -> bool:
+    def _walk(self, node: ast.AST, skip: frozenset[ast.AST]) -> tuple[bool, frozenset[str]]:
+        """(whether ``node`` references a mock factory or a ``mocker`` fixture, the names it
+        uses), in one walk; helpers are matched against the names afterwards."""
+        names: set[str] = set()
         stack = [node]
         ignores_line = self.module.ignores_line
         while stack:
@@ -34,15 +38,27 @@ class MockUsage:
             if isinstance(current, ast.Call) and ignores_line(current.lineno):
                 continue
             if isinstance(current, ast.Name):
-                if current.id in helpers or self._is_factory(current):
-                    return True
+                if self._is_factory(current):
+                    return True, frozenset()
+                names.add(current.id)
             elif isinstance(current, ast.Attribute) and isinstance(current.value, (ast.Name, ast.Attribute)):
                 if self._is_factory(current):
-                    return True
-            elif isinstance(current, ast.arg) and (current.arg in MOCKER_FIXTURES or current.arg in helpers):
-                return True
+                    return True, frozenset()
+            elif isinstance(current, ast.arg):
+                if current.arg in MOCKER_FIXTURES:
+                    return True, frozenset()
+                names.add(current.arg)
             stack.extend(ast.iter_child_nodes(current))
-        return False
+        return False, frozenset(names)
+
+    def _references_mocks(self, node: ast.AST, helpers: frozenset[str], skip: frozenset[ast.AST]) -> bool:
+        if skip:
+            direct, names = self._walk(node, skip)
+        else:
+            if id(node) not in self._facts:
+                self._facts[id(node)] = self._walk(node, skip)
+            direct, names = self._facts[id(node)]
+        return direct or not names.isdisjoint(helpers)
 
     def _is_factory(self, node: ast.expr) -> bool:
         imports = self.module.imports

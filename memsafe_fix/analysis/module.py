@@ -199,11 +199,14 @@ def _bindings(body: list[ast.stmt]) -> dict[str, list[ast.stmt]]:
     def visit(statements: list[ast.AST]) -> None:
         for stmt in statements:
             if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                found.setdefault(stmt.name, []).append(stmt)
+                if not any(_is_overload(d) for d in stmt.decorator_list):  # stubs for type checkers
+                    found.setdefault(stmt.name, []).append(stmt)
             elif isinstance(stmt, (ast.Import, ast.ImportFrom)):
                 for alias in stmt.names:
                     if alias.name != "*":
-                        local = alias.asname or (alias.name.split(".")[0] if isinstance(stmt, ast.Import) else alias.name)
+                        local = alias.asname or (
+                            alias.name.split(".")[0] if isinstance(stmt, ast.Import) else alias.name
+                        )
                         found.setdefault(local, []).append(stmt)
             else:
                 # Names the statement binds itself: targets, loop variables, ``as`` names.
@@ -221,3 +224,9 @@ def _bindings(body: list[ast.stmt]) -> dict[str, list[ast.stmt]]:
 
     visit(list(body))
     return found
+
+
+def _is_overload(decorator: ast.expr) -> bool:
+    return (isinstance(decorator, ast.Name) and decorator.id == "overload") or (
+        isinstance(decorator, ast.Attribute) and decorator.attr == "overload"
+    )

@@ -139,5 +139,13 @@ def imported_class(module: ModuleAnalysis, qualified: str, _depth: int = 0) -> O
 
 def clear_caches() -> None:
     """Forget what earlier runs in this process learnt about the file system."""
-    for cached in (project_root, package_base, _module_names, first_party_names, installed_roots, find_module, load_module):
+    for cached in (
+        project_root,
+        package_base,
+        _module_names,
+        first_party_names,
+        installed_roots,
+        find_module,
+        load_module,
+    ):
         cached.cache_clear()

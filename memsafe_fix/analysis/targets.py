@@ -16,12 +16,13 @@ import ast
 import builtins
 from dataclasses import dataclass
 from enum import Enum
-from typing import Optional, Union
+from functools import cached_property
+from typing import Iterator, Optional, Union
 
 from memsafe_fix.analysis.collection import fixture_name, has_own_yield, is_fixture
 from memsafe_fix.analysis.imports import PLAIN_BASES
 from memsafe_fix.analysis.module import Def, ModuleAnalysis
-from memsafe_fix.analysis.project import find_module, load_module
+from memsafe_fix.analysis.project import find_module, load_module, project_root
 
 # Decorators that return the function they are given (or a descriptor that calls it unchanged).
 TRANSPARENT_DECORATORS = frozenset(
@@ -86,17 +87,20 @@ class TargetResolver:
 
     def resolve_string(self, target: str) -> Resolution:
         """``patch("pkg.mod.Class.method")``: the longest importable prefix, then attributes."""
-        parts = target.split(".")
+        return self.verdict(self.symbol(target))
+
+    def symbol(self, dotted: str) -> Symbol:
+        parts = dotted.split(".")
         if len(parts) < 2 or not all(part.isidentifier() for part in parts):
-            return Resolution(Verdict.UNKNOWN, f"`{target}` is not a dotted name")
+            return Unknown(f"`{dotted}` is not a dotted name")
         for cut in range(len(parts) - 1, 0, -1):
             found = self._module(".".join(parts[:cut]), self.module)
             if found is not None:
                 symbol: Symbol = found
                 for name in parts[cut:]:
                     symbol = self.member(symbol, name, 0)
-                return self.verdict(symbol)
-        return Resolution(Verdict.UNKNOWN, f"module of `{target}` not found")
+                return symbol
+        return Unknown(f"module of `{dotted}` not found")
 
     def resolve_object(self, expr: ast.expr, attribute: str, scope: Optional[Def]) -> Resolution:
         """``patch.object(expr, "attribute")`` where ``expr`` is written in ``scope``."""
@@ -131,10 +135,22 @@ class TargetResolver:
         """A decorator that returns the function itself (``@wraps(f)`` does), or one the
         ``async-decorators`` setting vouches for."""
         if isinstance(decorator, ast.Call):
-            name = module.imports.qualify(decorator.func)
-            return name in WRAPS or name in self.async_decorators
-        name = module.imports.qualify(decorator)
-        return name in TRANSPARENT_DECORATORS or name in self.async_decorators
+            return module.imports.qualify(decorator.func) in WRAPS or self._vouched_for(decorator.func, module)
+        return module.imports.qualify(decorator) in TRANSPARENT_DECORATORS or self._vouched_for(decorator, module)
+
+    def _vouched_for(self, expr: ast.expr, module: ModuleAnalysis) -> bool:
+        """Whether ``expr`` is one of the ``async-decorators``, by name or by definition
+        (a relative import of it counts too)."""
+        if not self.async_decorators:
+            return False
+        if module.imports.qualify(expr) in self.async_decorators:
+            return True
+        found = self.member_path(expr, module)
+        return isinstance(found, Def) and id(found) in self._vouched_defs
+
+    @cached_property
+    def _vouched_defs(self) -> frozenset[int]:
+        return frozenset(id(s) for s in map(self.symbol, self.async_decorators) if isinstance(s, Def))
 
     def _wraps_async(self, decorator: ast.expr, module: ModuleAnalysis) -> bool:
         """A project decorator written as ``@wraps(func) async def wrapper`` (or a factory
@@ -150,11 +166,16 @@ class TargetResolver:
 
     # --- names -----------------------------------------------------------------------------
 
-    def _module(self, dotted: str, importer: ModuleAnalysis) -> Optional[ModuleAnalysis]:
+    def _module(self, dotted: str, importer: ModuleAnalysis) -> Union[ModuleAnalysis, Unknown, None]:
+        """The module ``dotted`` imported from ``importer``: None when there is no such file,
+        ``Unknown`` when it cannot be parsed (newer syntax than this Python's, say)."""
         if importer.path is None:
             return None
         path = find_module(dotted, importer.path, importer.settings, installed=True)
-        return load_module(path, importer.settings) if path is not None else None
+        if path is None:
+            return None
+        found = load_module(path, importer.settings)
+        return found if found is not None else Unknown(f"cannot parse `{path.name}` of module `{dotted}`")
 
     def member_path(self, expr: ast.expr, module: ModuleAnalysis) -> Symbol:
         """What a module-level name or dotted attribute chain in ``module`` refers to."""
@@ -178,14 +199,18 @@ class TargetResolver:
         return Unknown(f"`{name}` of function `{symbol.name}`")
 
     def _module_member(self, module: ModuleAnalysis, name: str, depth: int) -> Symbol:
-        bindings = module.bindings(module.tree.body).get(name, [])
+        bindings = _alternatives(module.bindings(module.tree.body).get(name, []))
         if len(bindings) > 1:
             return Unknown(f"`{name}` is bound more than once in `{module.module_name}`")
         if bindings:
             return self._bound(bindings[0], module, name, depth)
         for star in module.star_imports:
             source = self._module(star, module)
-            if source is not None and name in source.bindings(source.tree.body) and not name.startswith("_"):
+            if (
+                isinstance(source, ModuleAnalysis)
+                and name in source.bindings(source.tree.body)
+                and not name.startswith("_")
+            ):
                 return self._module_member(source, name, depth + 1)
         if module.path is not None and module.path.name == "__init__.py":
             submodule = self._module(f".{name}", module)
@@ -216,6 +241,8 @@ class TargetResolver:
         holder = self._module(parent, importer)
         if holder is None:
             return Unknown(f"module `{parent}` not found")
+        if isinstance(holder, Unknown):
+            return holder
         return self.member(holder, name, depth)
 
     def _class_member(self, cls: Def, name: str, depth: int) -> Symbol:
@@ -227,7 +254,7 @@ class TargetResolver:
         right; None when it is defined nowhere. A base that cannot be found could define
         ``name`` first, so it makes the answer unknown."""
         seen.add(id(cls))
-        bindings = cls.module.bindings(cls.node.body).get(name, [])
+        bindings = _alternatives(cls.module.bindings(cls.node.body).get(name, []))
         if len(bindings) > 1:
             return Unknown(f"`{name}` is bound more than once in class `{cls.name}`")
         if bindings:
@@ -256,6 +283,9 @@ class TargetResolver:
     def expression(self, expr: ast.expr, scope: Optional[Def]) -> Symbol:
         """What the first argument of ``patch.object`` refers to, written in ``scope``."""
         if isinstance(expr, ast.Call):
+            if isinstance(expr.func, ast.Name) and expr.func.id == "type" and len(expr.args) == 1:
+                instance = self.expression(expr.args[0], scope)  # ``type(obj)``: the class
+                return instance.cls if isinstance(instance, Instance) else instance
             return self._instance_of(expr, scope)
         if isinstance(expr, ast.Name):
             if expr.id == "self" and scope is not None and scope.parent is not None and scope.parent.is_class:
@@ -275,30 +305,57 @@ class TargetResolver:
                     if values:
                         return self._agreeing([self._instance_of(v, None) for v in values], f"self.{expr.attr}")
                     return Unknown(f"`self.{expr.attr}` is not assigned in `{cls.name}`")
-            return self.member_path(expr, self.module)
+            return self.member(self.expression(expr.value, scope), expr.attr, 0)
         return Unknown(f"`{ast.unparse(expr)}` is not a name")
 
-    def _instance_of(self, value: ast.expr, scope: Optional[Def]) -> Symbol:
+    def _instance_of(self, value: ast.expr, scope: Optional[Def], module: Optional[ModuleAnalysis] = None) -> Symbol:
+        """What ``value`` (written in ``scope`` of ``module``) is an instance of."""
+        module = module or self.module
+        if isinstance(value, ast.Name) and scope is not None and not scope.is_class:
+            values = _local_values(scope, value.id)  # ``client = Client(); yield client``
+            if values:
+                return self._agreeing([self._instance_of(v, None, module) for v in values], value.id)
         if isinstance(value, ast.Call):
-            cls = self.member_path(value.func, self.module)
+            cls = self.member_path(value.func, module)
             if isinstance(cls, Def) and cls.is_class:
                 return Instance(cls)
             return Unknown(f"`{ast.unparse(value.func)}(...)` is not a known class")
         return Unknown(f"`{ast.unparse(value)}` is not a call of a class")
 
     def _fixture_value(self, name: str, function: Def) -> Symbol:
-        """A parameter filled by a fixture of this module (or of the test's class) that
-        returns or yields ``Class(...)``."""
-        candidates = [d for d in self.module.top_level if not d.is_class]
-        if function.parent is not None and function.parent.is_class:
-            candidates += [d for d in function.parent.children if not d.is_class]
-        fixtures = [d for d in candidates if is_fixture(d, self.module) and fixture_name(d, self.module) == name]
-        if len(fixtures) != 1:
-            return Unknown(f"fixture `{name}` is not defined once in this file")
-        values = _produced_values(fixtures[0])
-        if not values:
-            return Unknown(f"fixture `{name}` returns nothing recognisable")
-        return self._agreeing([self._instance_of(v, fixtures[0]) for v in values], name)
+        """A parameter filled by a fixture that returns or yields ``Class(...)``: the test's
+        class's or module's own fixture, else the nearest ``conftest.py``'s, as pytest picks."""
+        candidates = [d for d in function.parent.children] if function.parent and function.parent.is_class else []
+        for module in [self.module, *self._conftests()]:
+            candidates += [d for d in module.top_level]
+            fixtures = [
+                d
+                for d in candidates
+                if not d.is_class and is_fixture(d, d.module) and fixture_name(d, d.module) == name
+            ]
+            if len(fixtures) > 1:
+                return Unknown(f"fixture `{name}` is defined more than once in `{module.module_name}`")
+            if fixtures:
+                values = _produced_values(fixtures[0])
+                if not values:
+                    return Unknown(f"fixture `{name}` returns nothing recognisable")
+                return self._agreeing([self._instance_of(v, fixtures[0], fixtures[0].module) for v in values], name)
+            candidates = []
+        return Unknown(f"fixture `{name}` not found")
+
+    def _conftests(self) -> Iterator[ModuleAnalysis]:
+        """The ``conftest.py`` files pytest loads for this file, nearest first."""
+        if self.module.path is None:
+            return
+        root = project_root(self.module.path.parent)
+        for folder in self.module.path.absolute().parents:
+            conftest = folder / "conftest.py"
+            if conftest != self.module.path.absolute() and conftest.is_file():
+                loaded = load_module(conftest, self.module.settings)
+                if loaded is not None:
+                    yield loaded
+            if folder == root:
+                return
 
     @staticmethod
     def _agreeing(symbols: list[Symbol], name: str) -> Symbol:
@@ -308,6 +365,17 @@ class TargetResolver:
         if any(not isinstance(s, Instance) or s.cls is not getattr(first, "cls", None) for s in symbols):
             return Unknown(f"`{name}` is assigned different things")
         return first
+
+
+def _alternatives(bindings: list[ast.stmt]) -> list[ast.stmt]:
+    """Undecorated defs of one kind (all ``async`` or none) bound under ``if``/``else``
+    branches agree on async-ness: any one of them stands for all."""
+    if len(bindings) > 1 and all(
+        type(b) is type(bindings[0]) and isinstance(b, (ast.FunctionDef, ast.AsyncFunctionDef)) and not b.decorator_list
+        for b in bindings
+    ):
+        return bindings[-1:]
+    return bindings
 
 
 def _import_target(statement: Union[ast.Import, ast.ImportFrom], name: str) -> str:
@@ -371,7 +439,9 @@ def _self_values(method: Def, attribute: str) -> list[ast.expr]:
         return []
     values: list[ast.expr] = []
     for node in _own_nodes(method):
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        targets = (
+            node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        )
         for target in targets:
             if (
                 isinstance(target, ast.Attribute)
@@ -403,6 +473,7 @@ def _returns_wrapping_async(function: Def) -> bool:
     if inner is None or not isinstance(inner.node, ast.AsyncFunctionDef) or has_own_yield(inner):
         return False
     qualify = function.module.imports.qualify
-    return any(
-        isinstance(d, ast.Call) and qualify(d.func) in WRAPS for d in inner.node.decorator_list
-    ) and len(inner.node.decorator_list) == 1
+    return (
+        any(isinstance(d, ast.Call) and qualify(d.func) in WRAPS for d in inner.node.decorator_list)
+        and len(inner.node.decorator_list) == 1
+    )

@@ -115,20 +115,20 @@ def target_text(patch: PatchCall) -> str:
     return text or "?"
 
 
-def _calls_with_scope(module: ModuleAnalysis) -> Iterator[tuple[ast.Call, Optional[Def]]]:
-    """Every call with the innermost ``class``/``def`` whose body it is in. Decorators,
-    defaults and bases belong to the enclosing scope, where Python evaluates them."""
-    stack: list[tuple[ast.AST, Optional[Def]]] = [(module.tree, None)]
-    while stack:
-        node, scope = stack.pop()
-        if isinstance(node, ast.Call):
-            yield node, scope
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            inner = module.def_of(node)
-            stack += [(stmt, inner) for stmt in node.body]
-            stack += [(child, scope) for child in ast.iter_child_nodes(node) if child not in node.body]
-        else:
-            stack += [(child, scope) for child in ast.iter_child_nodes(node)]
+def _scope_of(node: ast.AST, module: ModuleAnalysis) -> Optional[Def]:
+    """The innermost ``class``/``def`` whose body holds ``node``. Decorators, defaults and
+    bases are outside the body: Python evaluates them in the enclosing scope."""
+    start = (node.lineno, node.col_offset)  # type: ignore[attr-defined]
+    end = (node.end_lineno, node.end_col_offset)  # type: ignore[attr-defined]
+    scope = None
+    for candidate in module.defs:  # parents come before the defs nested in them
+        first = candidate.node.body[0]
+        if (first.lineno, first.col_offset) <= start and end <= (
+            candidate.node.end_lineno,
+            candidate.node.end_col_offset,
+        ):
+            scope = candidate
+    return scope
 
 
 def _keyword_value(call: ast.Call, name: str) -> Optional[ast.expr]:
@@ -164,13 +164,14 @@ class AsyncPatch(Rule):
         if "patch" not in module.source:
             return
         resolver = TargetResolver(module)
-        for call, scope in _calls_with_scope(module):
-            patch = patch_call(call, module)
+        for call in ast.walk(module.tree):
+            patch = patch_call(call, module) if isinstance(call, ast.Call) else None
             if patch is None or not self._can_take_new_callable(patch):
                 continue
+            call = patch.call
             if module.suppressed(self.code, iter(range(call.lineno, (call.end_lineno or call.lineno) + 1))):
                 continue
-            resolution = self._resolve(patch, resolver, scope)
+            resolution = self._resolve(patch, resolver, _scope_of(call, module))
             if resolution is None:
                 continue
             context.resolutions.append((call, target_text(patch), resolution))
