@@ -23,11 +23,13 @@ class InsertDecorator:
 
 @dataclass(frozen=True)
 class AppendStatements:
-    """Append statements to the end of a function body (before a trailing ``return``); a body
-    that is only ``pass`` or ``...`` is replaced."""
+    """Append statements to the end of a function body (before a trailing ``return``, and
+    before a trailing call whose code is ``before``); a body that is only ``pass`` or ``...``
+    is replaced."""
 
     target: int
     code: str
+    before: Optional[str] = None
 
 
 @dataclass(frozen=True)

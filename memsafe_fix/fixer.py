@@ -162,7 +162,7 @@ class _EditApplier(cst.CSTTransformer):
             node = node.with_changes(decorators=_insert_decorators(node.decorators, decorators))
         for edit in edits:
             if isinstance(edit, AppendStatements):
-                node = node.with_changes(body=_append_statements(node.body, edit.code))
+                node = node.with_changes(body=_append_statements(node.body, edit.code, edit.before))
             elif isinstance(edit, InsertMethod):
                 node = node.with_changes(body=self._insert_method(node.body, edit))
             elif isinstance(edit, ExtendPytestmark):
@@ -270,7 +270,7 @@ def _insert_decorators(existing: Sequence[cst.Decorator], edits: list[InsertDeco
     return result
 
 
-def _append_statements(suite: cst.BaseSuite, code: str) -> cst.IndentedBlock:
+def _append_statements(suite: cst.BaseSuite, code: str, before: Optional[str] = None) -> cst.IndentedBlock:
     block = _as_indented(suite)
     body = list(block.body)
     new = list(cst.parse_module(code).body)
@@ -282,6 +282,10 @@ def _append_statements(suite: cst.BaseSuite, code: str) -> cst.IndentedBlock:
     last = body[-1] if body else None
     if isinstance(last, cst.SimpleStatementLine) and any(isinstance(s, cst.Return) for s in last.body):
         position -= 1
+    previous = body[position - 1] if position > 0 else None
+    if before is not None and isinstance(previous, cst.SimpleStatementLine) and len(previous.body) == 1:
+        if "".join(cst.Module([]).code_for_node(previous.body[0]).split()) == "".join(before.split()):
+            position -= 1  # the comments above the call stay with it
     body[position:position] = new
     return block.with_changes(body=body)
 

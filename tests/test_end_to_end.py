@@ -239,6 +239,52 @@ ASYNC_SUITE = {
 }
 
 
+# MSF006: state kept on ``self`` is freed after the rewrite, and fixtures that read ``self`` in
+# their teardown still see it (pytest tears them down before ``teardown_method``).
+RELEASE_SUITE = {
+    "pyproject.toml": "",
+    "test_release.py": """\
+        import gc
+        import weakref
+        from unittest.mock import MagicMock
+
+        import pytest
+
+        HELD = []
+
+
+        class TestHeldOnSelf:
+            @pytest.fixture(autouse=True)
+            def connection(self):
+                self.connection = MagicMock()
+                yield
+                self.connection.close()  # runs before teardown_method
+                assert self.client is not None
+
+            @pytest.fixture(scope="class", autouse=True)
+            def shared(self):
+                self.shared = MagicMock()
+                yield
+                self.shared.close()
+
+            def setup_method(self):
+                self.client = MagicMock()
+                HELD.append(weakref.ref(self.client))
+
+            def test_a(self):
+                self.client.send("a")
+
+            def test_b(self):
+                self.client.send("b")
+
+
+        def test_zz_mocks_on_self_are_freed():
+            gc.collect()
+            assert [ref() for ref in HELD] == [None, None]
+        """,
+}
+
+
 def run_pytest(project: Path, *args: str) -> dict[str, str]:
     report = project / "report.xml"
     subprocess.run(
@@ -342,3 +388,14 @@ def test_mock_classes_share_a_worker_under_loadgroup(tmp_path: Path) -> None:
         workers.setdefault(group, set()).add(worker)
     assert {"notifier", "reports", "notifier_case"} <= set(workers)
     assert all(len(w) == 1 for w in workers.values())
+
+
+def test_release_state_frees_mocks_kept_on_self(tmp_path: Path) -> None:
+    project = make_suite(tmp_path / "release", RELEASE_SUITE)
+    before = run_pytest(project)
+    assert before["test_release::test_zz_mocks_on_self_are_freed"] == "failure"  # pytest keeps instances
+    memsafe_fix(project, "--write", ".")
+    assert "self.__dict__.clear()" in (project / "test_release.py").read_text()
+    after = run_pytest(project)
+    assert set(after.values()) == {"passed"}, after
+    assert run_pytest(project, "-n", "2", "--dist", "loadgroup") == after

@@ -137,6 +137,25 @@ def imported_class(module: ModuleAnalysis, qualified: str, _depth: int = 0) -> O
     return imported_class(target, reexported, _depth + 1) if reexported else None
 
 
+def conftests(module: ModuleAnalysis) -> list[ModuleAnalysis]:
+    """The ``conftest.py`` files pytest loads for this file (other than itself), nearest first,
+    up to the project root."""
+    if module.path is None:
+        return []
+    path = module.path.absolute()
+    root = project_root(path.parent)
+    found = []
+    for folder in path.parents:
+        conftest = folder / "conftest.py"
+        if conftest != path and conftest.is_file():
+            loaded = load_module(conftest, module.settings)
+            if loaded is not None:
+                found.append(loaded)
+        if folder == root:
+            break
+    return found
+
+
 def clear_caches() -> None:
     """Forget what earlier runs in this process learnt about the file system."""
     for cached in (

@@ -17,12 +17,12 @@ import builtins
 from dataclasses import dataclass
 from enum import Enum
 from functools import cached_property
-from typing import Iterator, Optional, Union
+from typing import Optional, Union
 
 from memsafe_fix.analysis.collection import fixture_name, has_own_yield, is_fixture
 from memsafe_fix.analysis.imports import PLAIN_BASES
 from memsafe_fix.analysis.module import Def, ModuleAnalysis
-from memsafe_fix.analysis.project import find_module, load_module, project_root
+from memsafe_fix.analysis.project import conftests, find_module, load_module
 
 # Decorators that return the function they are given (or a descriptor that calls it unchanged).
 TRANSPARENT_DECORATORS = frozenset(
@@ -326,7 +326,7 @@ class TargetResolver:
         """A parameter filled by a fixture that returns or yields ``Class(...)``: the test's
         class's or module's own fixture, else the nearest ``conftest.py``'s, as pytest picks."""
         candidates = [d for d in function.parent.children] if function.parent and function.parent.is_class else []
-        for module in [self.module, *self._conftests()]:
+        for module in [self.module, *conftests(self.module)]:
             candidates += [d for d in module.top_level]
             fixtures = [
                 d
@@ -342,20 +342,6 @@ class TargetResolver:
                 return self._agreeing([self._instance_of(v, fixtures[0], fixtures[0].module) for v in values], name)
             candidates = []
         return Unknown(f"fixture `{name}` not found")
-
-    def _conftests(self) -> Iterator[ModuleAnalysis]:
-        """The ``conftest.py`` files pytest loads for this file, nearest first."""
-        if self.module.path is None:
-            return
-        root = project_root(self.module.path.parent)
-        for folder in self.module.path.absolute().parents:
-            conftest = folder / "conftest.py"
-            if conftest != self.module.path.absolute() and conftest.is_file():
-                loaded = load_module(conftest, self.module.settings)
-                if loaded is not None:
-                    yield loaded
-            if folder == root:
-                return
 
     @staticmethod
     def _agreeing(symbols: list[Symbol], name: str) -> Symbol:

@@ -28,6 +28,10 @@ class Context:
         self.is_conftest = module.module_name == "conftest"
         self._mock_use: dict[int, bool] = {}
         # Every ``patch`` call MSF004 looked at, its target as written, and what it found (for ``--verbose``).
+        # Test classes whose teardown MSF002 writes or extends with a state release (MSF006),
+        # and all classes whose teardown is being made to release state.
+        self.teardown_writes: set[int] = set()
+        self.releasing: set[int] = set()
         self.resolutions: list[tuple[ast.Call, str, "Resolution"]] = []
 
     @cached_property

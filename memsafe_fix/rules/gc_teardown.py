@@ -50,6 +50,7 @@ from memsafe_fix.analysis.collection import resolve_bases
 from memsafe_fix.analysis.module import Def
 from memsafe_fix.edits import AppendStatements, Finding, Fix, InsertMethod
 from memsafe_fix.rules.base import Context, Rule
+from memsafe_fix.rules.release_state import RELEASE, ReleaseState, needs_release, release_blocker
 
 GC_COLLECT = "gc.collect"
 
@@ -119,6 +120,22 @@ class GcTeardown(Rule):
                 with_teardown.add(cls.index)
             yield finding
 
+    @staticmethod
+    def _releases(context: Context, cls: Def, unittest: bool) -> bool:
+        return (
+            not unittest
+            and context.settings.rule_enabled(ReleaseState.code, context.module.path)
+            and not context.suppressed(ReleaseState.code, cls)
+            and needs_release(cls, context)
+            and release_blocker(cls, context) is None
+        )
+
+    @staticmethod
+    def _plan_release(context: Context, cls: Def, release: str) -> None:
+        if release:
+            context.teardown_writes.add(cls.index)
+            context.releasing.add(cls.index)
+
     def _inherited_collects(self, inherited: Def, collecting: set[int], context: Context) -> bool:
         owner = inherited.parent
         planned = owner is not None and owner.module is context.module and owner.index in collecting
@@ -136,11 +153,14 @@ class GcTeardown(Rule):
         orphaned: bool,
     ) -> Finding:
         collect, imports = context.spell(GC_COLLECT)
+        # MSF006: the teardown written here also releases what the tests keep on ``self``.
+        release = f"{RELEASE}\n    " if self._releases(context, cls, unittest) else ""
         if own is not None:
             if isinstance(own.node, ast.AsyncFunctionDef):
                 message = f"`async def {name}` of `{cls.name}` is never awaited by pytest; make it a plain `def`"
                 return context.finding(self.code, own.node, message)
-            fix = Fix((AppendStatements(own.index, f"{collect}()\n"),), imports)
+            self._plan_release(context, cls, release)
+            fix = Fix((AppendStatements(own.index, f"{release}{collect}()\n".replace("\n    ", "\n")),), imports)
             return context.finding(self.code, own.node, f"`{name}` of `{cls.name}` does not call `gc.collect()`", fix)
         if unittest:
             body = f"super().tearDown()\n    {collect}()"
@@ -148,7 +168,7 @@ class GcTeardown(Rule):
         elif inherited is not None:
             passes_method = _takes_method(inherited)
             signature = "self, method" if passes_method else "self"
-            body = f"super().teardown_method({'method' if passes_method else ''})\n    {collect}()"
+            body = f"super().teardown_method({'method' if passes_method else ''})\n    {release}{collect}()"
         elif unknown_bases:
             message = (
                 f"cannot tell whether base `{unknown_bases[0]}` of `{cls.name}` defines `{name}`; "
@@ -156,7 +176,8 @@ class GcTeardown(Rule):
             )
             return context.finding(self.code, cls.node, message)
         else:
-            signature, body = "self", f"{collect}()"
+            signature, body = "self", f"{release}{collect}()"
+        self._plan_release(context, cls, release)
         methods = cls.methods()
         anchor = methods.get("setUp" if unittest else "setup_method")
         anchor = anchor if anchor is not None and anchor.direct else None
