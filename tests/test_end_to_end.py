@@ -280,7 +280,8 @@ RELEASE_SUITE = {
 
         def test_zz_mocks_on_self_are_freed():
             gc.collect()
-            assert [ref() for ref in HELD] == [None, None]
+            # Under xdist this may run on another worker, or first: only dead refs count.
+            assert all(ref() is None for ref in HELD)
         """,
 }
 
