@@ -497,3 +497,63 @@ def test_nearest_config_wins_and_ignore(project: Path) -> None:
     output = invoke("tests").everything
     assert "tests/test_a.py:4:1: MSF001" in output and "tests/test_a.py:4:1: MSF002" not in output
     assert "tests/nested/test_b.py:4:1: MSF002" in output and "tests/nested/test_b.py:4:1: MSF001" not in output
+
+
+ASYNC_PROJECT_TEST = textwrap.dedent(
+    """\
+    from unittest.mock import MagicMock, patch
+
+    from shop.client import Client
+
+
+    def test_a():
+        with patch.object(Client, "fetch"), patch("shop.client.Client.send_report"):
+            pass
+        with patch("shop.client.Client.fetch", new=MagicMock()):
+            pass
+        with patch("shop.client.missing"), patch("shop.client.Client.decorated"):
+            pass
+    """
+)
+
+
+def test_async_patch_verbose_notes_and_unsafe_fixes(project: Path) -> None:
+    (project / "shop").mkdir()
+    (project / "shop" / "__init__.py").write_text("")
+    (project / "shop" / "client.py").write_text(
+        "class Client:\n    async def fetch(self):\n        pass\n\n    def send_report(self):\n        pass\n\n"
+        "    @some_decorator\n    async def decorated(self):\n        pass\n"
+    )
+    (project / "tests" / "test_a.py").write_text(ASYNC_PROJECT_TEST)
+
+    checked = invoke("--check", "--verbose", "tests")
+    assert "tests/test_a.py:7:10: MSF004 [*] patch of async `Client.fetch`" in checked.stdout
+    assert "tests/test_a.py:9:48: MSF004 `MagicMock` replaces async" in checked.stdout
+    assert "(unsafe fix available with --unsafe-fixes)" in checked.stdout
+    # Unresolved targets are notes on stderr, never findings.
+    assert "note: MSF004 cannot tell whether patch target `shop.client.missing` is async" in checked.stderr
+    assert "`shop.client.Client.decorated` is async: async def" in checked.stderr
+    assert "patch targets: 3 resolved (2 async), 2 unresolved" in checked.stderr
+    assert "note:" not in invoke("--check", "tests").everything
+
+    safe = invoke("--diff", "tests")
+    assert "new=MagicMock()" in safe.stdout.split("+++")[1] and "new=AsyncMock()" not in safe.stdout
+    unsafe = invoke("--diff", "--unsafe-fixes", "tests")
+    assert '+    with patch("shop.client.Client.fetch", new=AsyncMock()):' in unsafe.stdout
+    (project / "pyproject.toml").write_text("[tool.memsafe-fix]\nunsafe-fixes = true\n")
+    assert invoke("--diff", "tests").stdout == unsafe.stdout
+
+
+def test_async_decorators_setting(project: Path) -> None:
+    (project / "pyproject.toml").write_text("[tool.memsafe-fix]\nasync-decorators = ['shop.deco.retrying']\n")
+    (project / "shop").mkdir()
+    (project / "shop" / "__init__.py").write_text("")
+    (project / "shop" / "deco.py").write_text("def retrying(f):\n    return f\n")
+    (project / "shop" / "client.py").write_text(
+        "from .deco import retrying\n\n\nclass Client:\n    @retrying\n    async def decorated(self):\n        pass\n"
+    )
+    (project / "tests" / "test_a.py").write_text(ASYNC_PROJECT_TEST)
+    # Vouched for through a relative import: compared by definition, not by spelling.
+    assert "patch of async `shop.client.Client.decorated`" in invoke("--check", "tests").stdout
+    (project / "pyproject.toml").write_text("[tool.memsafe-fix]\nasync-decorators = 'x'\n")
+    assert "`async-decorators` must be a list of strings" in invoke("tests").everything

@@ -119,6 +119,9 @@ class TargetResolver:
             return Resolution(Verdict.NOT_ASYNC, f"class `{symbol.name}`")
         node = symbol.node
         where = f"`{symbol.module.module_name}.{symbol.name}`"
+        if node.decorator_list and _is_property(node.decorator_list[0], symbol.module):
+            # ``patch`` replaces the property object, which is not a coroutine function.
+            return Resolution(Verdict.NOT_ASYNC, f"property {where}")
         if isinstance(node, ast.FunctionDef):
             if all(self._transparent(d, symbol.module) for d in node.decorator_list):
                 return Resolution(Verdict.NOT_ASYNC, f"def {where}")
@@ -351,6 +354,16 @@ class TargetResolver:
         if any(not isinstance(s, Instance) or s.cls is not getattr(first, "cls", None) for s in symbols):
             return Unknown(f"`{name}` is assigned different things")
         return first
+
+
+PROPERTIES = frozenset({"property", "functools.cached_property"})
+
+
+def _is_property(decorator: ast.expr, module: ModuleAnalysis) -> bool:
+    """``@property``, ``@cached_property``, or ``@name.setter``/``.getter``/``.deleter``."""
+    if isinstance(decorator, ast.Attribute) and decorator.attr in ("setter", "getter", "deleter"):
+        return True
+    return module.imports.qualify(decorator) in PROPERTIES
 
 
 def _alternatives(bindings: list[ast.stmt]) -> list[ast.stmt]:
