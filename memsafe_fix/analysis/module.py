@@ -85,6 +85,7 @@ class ModuleAnalysis:
         self._collect_defs(self.tree, None, True)
         self._suppressed = _suppressions(source) if "memsafe:" in source or NOQA_ASYNC_MOCK in source else {}
         self._bindings: dict[int, dict[str, list[ast.stmt]]] = {}
+        self._self_assignments: dict[int, dict[str, list[ast.expr]]] = {}
 
     def _collect_defs(self, node: ast.AST, parent: Optional[Def], direct: bool) -> None:
         # ``class``/``def`` only occur in statement bodies, whose fields ``iter_child_nodes``
@@ -124,12 +125,26 @@ class ModuleAnalysis:
         ]
 
     @cached_property
+    def calls(self) -> list[ast.Call]:
+        """Every call in the file, in no particular order."""
+        return [node for node in ast.walk(self.tree) if isinstance(node, ast.Call)]
+
+    @cached_property
     def call_index(self) -> dict[int, int]:
         """id() of each call -> its position among all calls, ordered by where they start and,
         for calls starting at the same place, outer first: the order LibCST visits them in."""
-        calls = [node for node in ast.walk(self.tree) if isinstance(node, ast.Call)]
-        calls.sort(key=lambda c: (c.lineno, c.col_offset, -(c.end_lineno or 0), -(c.end_col_offset or 0)))
+        calls = sorted(
+            self.calls, key=lambda c: (c.lineno, c.col_offset, -(c.end_lineno or 0), -(c.end_col_offset or 0))
+        )
         return {id(call): index for index, call in enumerate(calls)}
+
+    def self_assignments(self, cls: Def) -> dict[str, list[ast.expr]]:
+        """``self.name = value`` in the methods of ``cls``: name -> values (``None`` constants
+        stand for augmented and annotation-only assignments). ``setattr(self, ...)`` is
+        recorded under ``*``."""
+        if cls.index not in self._self_assignments:
+            self._self_assignments[cls.index] = _self_assignments(cls)
+        return self._self_assignments[cls.index]
 
     @cached_property
     def module_classes(self) -> dict[str, Def]:
@@ -230,3 +245,30 @@ def _is_overload(decorator: ast.expr) -> bool:
     return (isinstance(decorator, ast.Name) and decorator.id == "overload") or (
         isinstance(decorator, ast.Attribute) and decorator.attr == "overload"
     )
+
+
+def _self_assignments(cls: Def) -> dict[str, list[ast.expr]]:
+    found: dict[str, list[ast.expr]] = {}
+    for method in cls.children:
+        if method.is_class:
+            continue
+        for node in ast.walk(method.node):
+            if isinstance(node, ast.Assign):
+                pairs = [(target, node.value) for target in node.targets]
+            elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
+                value = node.value if isinstance(node, ast.AnnAssign) and node.value is not None else None
+                pairs = [(node.target, value if value is not None else ast.Constant(None))]
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "setattr":
+                if node.args and isinstance(node.args[0], ast.Name) and node.args[0].id == "self":
+                    found.setdefault("*", []).append(ast.Constant(None))
+                continue
+            else:
+                continue
+            for target, value in pairs:
+                if (
+                    isinstance(target, ast.Attribute)
+                    and isinstance(target.value, ast.Name)
+                    and target.value.id == "self"
+                ):
+                    found.setdefault(target.attr, []).append(value)
+    return found

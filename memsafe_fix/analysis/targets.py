@@ -304,7 +304,7 @@ class TargetResolver:
             if isinstance(expr.value, ast.Name) and expr.value.id == "self" and scope is not None:
                 cls = scope.parent
                 if cls is not None and cls.is_class:
-                    values = [v for method in cls.children for v in _self_values(method, expr.attr)]
+                    values = cls.module.self_assignments(cls).get(expr.attr, [])
                     if values:
                         return self._agreeing([self._instance_of(v, None) for v in values], f"self.{expr.attr}")
                     return Unknown(f"`self.{expr.attr}` is not assigned in `{cls.name}`")
@@ -430,25 +430,6 @@ def _local_values(function: Def, name: str) -> list[ast.expr]:
     stores = sum(isinstance(n, ast.Name) and n.id == name and isinstance(n.ctx, ast.Store) for n in nodes)
     if stores > len(values):
         values.append(ast.Constant(None))
-    return values
-
-
-def _self_values(method: Def, attribute: str) -> list[ast.expr]:
-    if method.is_class:
-        return []
-    values: list[ast.expr] = []
-    for node in _own_nodes(method):
-        targets = (
-            node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
-        )
-        for target in targets:
-            if (
-                isinstance(target, ast.Attribute)
-                and target.attr == attribute
-                and isinstance(target.value, ast.Name)
-                and target.value.id == "self"
-            ):
-                values.append(node.value if node.value is not None else ast.Constant(None))
     return values
 
 

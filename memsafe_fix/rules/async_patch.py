@@ -54,6 +54,7 @@ on any line of the call suppresses it.
 from __future__ import annotations
 
 import ast
+import bisect
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
@@ -115,6 +116,25 @@ def target_text(patch: PatchCall) -> str:
     return text or "?"
 
 
+def _calls_on_patch_lines(module: ModuleAnalysis) -> Iterator[ast.Call]:
+    """The calls on lines that mention ``patch``: subtrees that span none of those lines are
+    skipped, which spares walking most of a large test file."""
+    lines = [number for number, text in enumerate(module.lines, 1) if "patch" in text]
+    stack: list[ast.AST] = [module.tree]
+    while stack and lines:
+        for child in ast.iter_child_nodes(stack.pop()):
+            start = getattr(child, "lineno", None)
+            if start is not None:
+                # A decorated definition starts at its first decorator, above its ``lineno``.
+                start = min([start, *(d.lineno for d in getattr(child, "decorator_list", ()))])
+                first = bisect.bisect_left(lines, start)
+                if first == len(lines) or lines[first] > (child.end_lineno or start):
+                    continue
+            if isinstance(child, ast.Call):
+                yield child
+            stack.append(child)
+
+
 def _scope_of(node: ast.AST, module: ModuleAnalysis) -> Optional[Def]:
     """The innermost ``class``/``def`` whose body holds ``node``. Decorators, defaults and
     bases are outside the body: Python evaluates them in the enclosing scope."""
@@ -164,8 +184,8 @@ class AsyncPatch(Rule):
         if "patch" not in module.source:
             return
         resolver = TargetResolver(module)
-        for call in ast.walk(module.tree):
-            patch = patch_call(call, module) if isinstance(call, ast.Call) else None
+        for call in sorted(_calls_on_patch_lines(module), key=lambda c: (c.lineno, c.col_offset)):
+            patch = patch_call(call, module)
             if patch is None or not self._can_take_new_callable(patch):
                 continue
             call = patch.call

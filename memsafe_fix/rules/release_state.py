@@ -70,26 +70,10 @@ def _self_attribute(node: ast.AST) -> Optional[str]:
 
 
 def state_attributes(cls: Def, context: Context) -> set[str]:
-    """Attributes the class (or a base in the same file) assigns on ``self``."""
-    found: set[str] = set()
+    """Attributes the class (or a base in the same file) assigns on ``self`` (``*``: some
+    through ``setattr``)."""
     classes = [cls, *(b for b in resolve_bases(cls, context.module).known if b.module is context.module)]
-    for owner in classes:
-        for method in owner.children:
-            if method.is_class:
-                continue
-            for node in ast.walk(method.node):
-                targets = (
-                    node.targets
-                    if isinstance(node, ast.Assign)
-                    else [node.target]
-                    if isinstance(node, (ast.AnnAssign, ast.AugAssign))
-                    else []
-                )
-                found.update(a for a in map(_self_attribute, targets) if a)
-                if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "setattr":
-                    if node.args and isinstance(node.args[0], ast.Name) and node.args[0].id == "self":
-                        found.add("*")
-    return found
+    return {name for owner in classes for name in context.module.self_assignments(owner)}
 
 
 def releases_state(teardown: Def, attributes: set[str]) -> bool:
