@@ -16,6 +16,7 @@ from typing import Iterator, Optional
 
 import libcst as cst
 
+from memsafe_fix.analysis.markers import registered_markers, used_markers
 from memsafe_fix.analysis.module import ModuleAnalysis
 from memsafe_fix.analysis.project import first_party_names
 from memsafe_fix.config import Settings
@@ -45,6 +46,11 @@ class FileResult:
     # WRITE on stdin: the fixed file's bytes, to print instead of writing.
     output: Optional[bytes] = None
     error: Optional[str] = None
+    # For the project-level rules (``doctor.py``): the pytest markers the file uses once this
+    # run's fixes are applied (``xdist_group`` too when MSF001 adds it), and those it registers
+    # (a conftest's ``config.addinivalue_line("markers", ...)``).
+    markers: frozenset[str] = frozenset()
+    registered: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -75,10 +81,13 @@ def fix_source(
     module_name: str,
     first_party: frozenset[str] = frozenset(),
     path: Optional[Path] = None,
+    module: Optional[ModuleAnalysis] = None,
 ) -> tuple[str, list[Finding], list[Finding]]:
     """(new source, findings fixed, findings remaining). Raises ``SyntaxError`` for bad input
-    and ``FixError`` when the result would not compile or would not be stable."""
-    module = ModuleAnalysis(source, settings, module_name, path)
+    and ``FixError`` when the result would not compile or would not be stable. ``module``: the
+    source's analysis, when the caller already has it."""
+    if module is None:
+        module = ModuleAnalysis(source, settings, module_name, path)
     findings = _check(module)
     fixable = [f for f in findings if f.fix is not None]
     if not fixable:
@@ -139,11 +148,19 @@ def process(job: Job, data: Optional[bytes] = None) -> FileResult:
         return result
     module_name = job.path.stem
     try:
+        module = ModuleAnalysis(source, job.settings, module_name, job.path)
+        result.markers = used_markers(module)
+        if module_name == "conftest":
+            result.registered = registered_markers(module.tree)
         if job.mode is Mode.CHECK:
-            result.findings = check_source(source, job.settings, module_name, job.path)
+            result.findings = _check(module)
+            _note_added_markers(result)
             return result
         first_party = first_party_names(job.path.parent.resolve())
-        new_source, result.fixed, result.findings = fix_source(source, job.settings, module_name, first_party, job.path)
+        new_source, result.fixed, result.findings = fix_source(
+            source, job.settings, module_name, first_party, job.path, module
+        )
+        _note_added_markers(result)
         if job.mode is Mode.WRITE and from_stdin:
             result.output = new_source.encode(encoding) if new_source != source else data
         elif new_source == source:
@@ -166,7 +183,13 @@ def process(job: Job, data: Optional[bytes] = None) -> FileResult:
             f"{job.display}:1:1: internal error: {exc}; file left unchanged{chr(10) + detail if detail else ''}"
         )
     result.fixed, result.findings = [], []
+    result.markers = result.registered = frozenset()
     return result
+
+
+def _note_added_markers(result: FileResult) -> None:
+    if any(f.code == "MSF001" for f in (*result.findings, *result.fixed)):
+        result.markers |= {"xdist_group"}
 
 
 def run(jobs: list[Job]) -> Iterator[FileResult]:
