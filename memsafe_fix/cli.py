@@ -15,7 +15,7 @@ import typer
 from memsafe_fix import __version__
 from memsafe_fix.analysis.project import clear_caches
 from memsafe_fix.config import ConfigError, settings_for
-from memsafe_fix.discovery import MissingPath, discover
+from memsafe_fix.discovery import BadConfig, MissingPath, discover
 from memsafe_fix.engine import FileResult, Job, Mode, run
 from memsafe_fix.engine import process as run_one
 from memsafe_fix.report import (
@@ -31,7 +31,7 @@ from memsafe_fix.report import (
     statistics,
     write_summary,
 )
-from memsafe_fix.rules import ALL_RULES
+from memsafe_fix.rules import ALL_RULES, RULE_NAMES
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
@@ -140,34 +140,50 @@ def memsafe_fix(
     raise typer.Exit(exit_code)
 
 
+def _config_error(exc: ConfigError) -> str:
+    return exc.located(_display(exc.path)) if exc.path else f"error: {exc}"
+
+
 def _run(paths: list[Path], mode: Mode, config: Optional[Path], options: "Output") -> int:
-    errors: list[str] = []
+    errors: dict[str, None] = {}  # in order, each once (a broken configuration is shared)
     jobs: list[Job] = []
     for found in discover(paths, config, options.force_exclude):
         if isinstance(found, MissingPath):
-            errors.append(f"{found.path}:1:1: error: no such file or directory")
+            errors[f"{found.path}:1:1: error: no such file or directory"] = None
             continue
-        settings = settings_for(found.parent, config)
+        if isinstance(found, BadConfig):
+            errors[_config_error(found.error)] = None
+            continue
+        try:
+            settings = settings_for(found.parent, config)
+        except ConfigError as exc:
+            errors[_config_error(exc)] = None
+            continue
         jobs.append(Job(found, _display(found), settings, mode, options.verbose))
     reported: list[Located] = []
     fixes: list[Located] = []
     findings = fixed = changed = fixable = 0
-    for result in with_progress(run(jobs), len(jobs)):
+
+    def tally(result: FileResult) -> None:
+        nonlocal findings, fixed, changed, fixable
         if result.error:
-            errors.append(result.error)
-            continue
+            errors[result.error] = None
+            return
         if result.diff:
             sys.stdout.write(colorize_diff(result.diff) if options.color else result.diff)
         changed += bool(result.fixed)
         fixed += len(result.fixed)
-        fixes += [(result.display, f) for f in result.fixed]
+        fixes.extend((result.display, f) for f in result.fixed)
         findings += len(result.findings)
         fixable += sum(f.fixable for f in result.findings)
         # --diff and --write show what they leave behind; --check shows everything.
-        reported += [(result.display, f) for f in result.findings if mode is Mode.CHECK or not f.fixable]
+        reported.extend((result.display, f) for f in result.findings if mode is Mode.CHECK or not f.fixable)
+
+    for result in with_progress(run(jobs), len(jobs)):
+        tally(result)
     _print_findings(reported, options, to_stderr=mode is Mode.DIFF)
     if options.show_fixes and fixes:
-        typer.echo(fixes_by_file(fixes, {rule.code: rule.name for rule in ALL_RULES}), err=mode is Mode.DIFF)
+        typer.echo(fixes_by_file(fixes, RULE_NAMES), err=mode is Mode.DIFF)
     for error in errors:
         typer.echo(error, err=True)
     if mode is Mode.CHECK:
@@ -232,7 +248,7 @@ def _print_findings(reported: list[Located], options: "Output", to_stderr: bool)
     else:
         lines = [format_finding(path, finding) for path, finding in reported]
     if options.statistics and reported:
-        lines.append(statistics(reported, {rule.code: rule.name for rule in ALL_RULES}))
+        lines.append(statistics(reported, RULE_NAMES))
     for line in lines:
         typer.echo(line, err=to_stderr)
 
@@ -252,7 +268,7 @@ def main() -> None:
     if arguments[:1] == ["rule"] and not os.path.exists("rule"):
         text = rule_documentation(arguments[1]) if len(arguments) == 2 else None
         if text is None:
-            known = ", ".join(f"{r.code} ({r.name})" for r in ALL_RULES)
+            known = ", ".join(f"{code} ({name})" for code, name in RULE_NAMES.items())
             print(f"usage: memsafe-fix rule CODE, one of: {known}", file=sys.stderr)
             sys.exit(EXIT_ERROR)
         print(text)
