@@ -16,6 +16,7 @@ from memsafe_fix import __version__
 from memsafe_fix.analysis.project import clear_caches
 from memsafe_fix.config import ConfigError, settings_for
 from memsafe_fix.discovery import BadConfig, MissingPath, discover
+from memsafe_fix.doctor import Doctor
 from memsafe_fix.engine import FileResult, Job, Mode, run
 from memsafe_fix.engine import process as run_one
 from memsafe_fix.report import (
@@ -31,7 +32,7 @@ from memsafe_fix.report import (
     statistics,
     write_summary,
 )
-from memsafe_fix.rules import ALL_RULES, RULE_NAMES
+from memsafe_fix.rules import ALL_RULES, PROJECT_RULES, RULE_NAMES
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
@@ -163,6 +164,8 @@ def _run(paths: list[Path], mode: Mode, config: Optional[Path], options: "Output
     reported: list[Located] = []
     fixes: list[Located] = []
     findings = fixed = changed = fixable = 0
+    # Project-level rules (MSF010, MSF011) run on the pytest configuration of the files found.
+    doctor = Doctor(mode, config, _display)
 
     def tally(result: FileResult) -> None:
         nonlocal findings, fixed, changed, fixable
@@ -179,7 +182,10 @@ def _run(paths: list[Path], mode: Mode, config: Optional[Path], options: "Output
         # --diff and --write show what they leave behind; --check shows everything.
         reported.extend((result.display, f) for f in result.findings if mode is Mode.CHECK or not f.fixable)
 
-    for result in with_progress(run(jobs), len(jobs)):
+    for job, result in zip(jobs, with_progress(run(jobs), len(jobs))):
+        doctor.add(job.path, result)
+        tally(result)
+    for result in doctor.results():
         tally(result)
     _print_findings(reported, options, to_stderr=mode is Mode.DIFF)
     if options.show_fixes and fixes:
@@ -255,7 +261,7 @@ def _print_findings(reported: list[Located], options: "Output", to_stderr: bool)
 
 def rule_documentation(code: str) -> Optional[str]:
     """A rule's documentation (its module docstring), by code (``MSF002``) or name."""
-    for rule in ALL_RULES:
+    for rule in (*ALL_RULES, *PROJECT_RULES):
         if code.upper() == rule.code or code == rule.name:
             return inspect.getdoc(sys.modules[type(rule).__module__])
     return None

@@ -55,7 +55,19 @@ class InsertModuleStatement:
     code: str
 
 
-Edit = Union[InsertDecorator, AppendStatements, InsertMethod, ExtendPytestmark, InsertModuleStatement]
+@dataclass(frozen=True)
+class AppendToPytestOption:
+    """Project-level rules: append ``values`` to the pytest option ``key`` (``addopts``,
+    ``markers``) in a TOML pytest configuration, creating the option (and the
+    ``[tool.pytest.ini_options]`` table) when it is missing. Applied by ``doctor.py``."""
+
+    key: str
+    values: tuple[str, ...]
+
+
+Edit = Union[
+    InsertDecorator, AppendStatements, InsertMethod, ExtendPytestmark, InsertModuleStatement, AppendToPytestOption
+]
 
 
 @dataclass(frozen=True)

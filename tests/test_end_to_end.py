@@ -22,6 +22,8 @@ TRICKY_SUITE = {
         [tool.pytest.ini_options]
         markers = ["performance: timing tests"]
         """,
+    # pytest-xdist is a declared dependency, so MSF010 adds `--dist loadgroup` to `addopts`.
+    "requirements-test.txt": "pytest\npytest-xdist\n",
     "base_helpers.py": """\
         class ImportedBase:
             open_tests = 0

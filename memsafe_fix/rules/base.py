@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import ast
 from functools import cached_property
-from typing import ClassVar, Iterator, Optional
+from typing import TYPE_CHECKING, ClassVar, Iterator, Optional
 
 from memsafe_fix.analysis.collection import is_collected_class, is_unittest_class, resolve_bases
 from memsafe_fix.analysis.mocks import MockUsage
 from memsafe_fix.analysis.module import Def, ModuleAnalysis
 from memsafe_fix.edits import Finding, Fix
+
+if TYPE_CHECKING:
+    from memsafe_fix.analysis.pytest_config import Project
 
 # black's default; new code is wrapped to fit it.
 MAX_LINE_LENGTH = 88
@@ -97,6 +100,21 @@ class Rule:
 
     def check(self, context: Context) -> Iterator[Finding]:
         raise NotImplementedError
+
+
+class ProjectRule:
+    """A project-level rule: it reads a project's pytest configuration (and what the run found
+    in its test files) instead of one file, and reports at most once per configuration file.
+    Its module docstring is its documentation, as for ``Rule``."""
+
+    code: ClassVar[str]
+    name: ClassVar[str]
+
+    def check(self, project: "Project") -> Iterator[Finding]:
+        raise NotImplementedError
+
+    def finding(self, project: "Project", position: tuple[int, int], message: str, fix: Optional[Fix]) -> Finding:
+        return Finding(self.code, position[0], position[1], message, fix)
 
 
 def string_literal(text: str) -> str:
