@@ -243,11 +243,13 @@ def _add_option(table: Any, key: str, value: Any) -> None:
     """Add ``key`` after the table's last option: tomlkit would append it after the comments
     and blank lines that end the table, which usually introduce the next one."""
     body = getattr(getattr(table, "value", None), "body", None)
-    if isinstance(table, tomlkit.items.Table) and isinstance(body, list):
+    if isinstance(table, tomlkit.items.Table) and isinstance(body, list) and hasattr(table.value, "_insert_at"):
         options = [i for i, (k, _) in enumerate(body) if k is not None]
-        table.value._insert_at(options[-1] + 1 if options else 0, key, value)
-    else:
-        table[key] = value
+        position = options[-1] + 1 if options else 0
+        if position < len(body):
+            table.value._insert_at(position, key, value)
+            return
+    table[key] = value
 
 
 def _extended_string(item: tomlkit.items.String, edit: AppendToPytestOption, newline: str) -> Any:
