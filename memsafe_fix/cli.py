@@ -14,7 +14,7 @@ import typer
 
 from memsafe_fix import __version__
 from memsafe_fix.analysis.project import clear_caches
-from memsafe_fix.config import ConfigError, settings_for
+from memsafe_fix.config import ConfigError, find_pytest_config, settings_for
 from memsafe_fix.discovery import BadConfig, MissingPath, discover
 from memsafe_fix.doctor import Doctor
 from memsafe_fix.engine import FileResult, Job, Mode, run
@@ -118,6 +118,7 @@ def memsafe_fix(
         raise typer.BadParameter("use only one of --check, --diff and --write")
     # Each run sees the files as they are now (tests and library callers run many in one process).
     settings_for.cache_clear()
+    find_pytest_config.cache_clear()
     clear_caches()
     if config is not None and not config.is_file():
         raise typer.BadParameter(f"{config}: no such file", param_hint="--config")

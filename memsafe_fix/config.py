@@ -242,6 +242,7 @@ def load_pytest_config(path: Path, text: Optional[str] = None) -> Optional[Pytes
     return None
 
 
+@lru_cache(maxsize=None)
 def find_pytest_config(directory: Path) -> Optional[PytestConfig]:
     """The pytest configuration for tests in ``directory``: the first file that holds one,
     walking up, as pytest finds it when run on that folder."""

@@ -133,22 +133,27 @@ def test_strict_markers(values, mode, strict) -> None:
     assert (strict_markers(ini(values, mode)) is not None) is strict
 
 
+def found_for(folder: Path):
+    find_pytest_config.cache_clear()  # cached for one run; the files change between calls here
+    return find_pytest_config(folder)
+
+
 def test_pytest_config_is_found_as_pytest_finds_it(tmp_path: Path) -> None:
     make(tmp_path, {"setup.cfg": "[tool:pytest]\naddopts = -x\n", "tests/test_a.py": ""})
-    assert find_pytest_config(tmp_path / "tests").path.name == "setup.cfg"
+    assert found_for(tmp_path / "tests").path.name == "setup.cfg"
     make(tmp_path, {"tox.ini": "[tox]\n"})  # no [pytest]: not pytest's
-    assert find_pytest_config(tmp_path / "tests").path.name == "setup.cfg"
+    assert found_for(tmp_path / "tests").path.name == "setup.cfg"
     make(tmp_path, {"pyproject.toml": '[project]\nname = "x"\n'})  # no pytest table either
-    assert find_pytest_config(tmp_path / "tests").path.name == "setup.cfg"
+    assert found_for(tmp_path / "tests").path.name == "setup.cfg"
     make(tmp_path, {"pyproject.toml": '[tool.pytest]\naddopts = ["-x"]\n'})
-    found = find_pytest_config(tmp_path / "tests")
+    found = found_for(tmp_path / "tests")
     assert (found.path.name, found.section, found.mode) == ("pyproject.toml", "tool.pytest", "toml")
     make(tmp_path, {"pytest.ini": "[pytest]\n"})
-    assert find_pytest_config(tmp_path / "tests").path.name == "pytest.ini"
+    assert found_for(tmp_path / "tests").path.name == "pytest.ini"
     make(tmp_path, {"pytest.toml": "[pytest]\n"})
-    assert find_pytest_config(tmp_path / "tests").path.name == "pytest.toml"
+    assert found_for(tmp_path / "tests").path.name == "pytest.toml"
     make(tmp_path, {"tests/pytest.ini": ""})  # nearer wins, even without a [pytest] section
-    assert find_pytest_config(tmp_path / "tests").path == tmp_path / "tests" / "pytest.ini"
+    assert found_for(tmp_path / "tests").path == tmp_path / "tests" / "pytest.ini"
 
 
 def test_declared_dependencies(tmp_path: Path) -> None:
