@@ -17,6 +17,9 @@ not run pytest-xdist with `--dist loadgroup`, it reports once, at the configurat
 - `--dist loadgroup` with pinned versions that ignore groups (pytest 9.2 with pytest-xdist
   3.8.0 or older, exact `==` pins or a lock file): reported without a fix.
 
+Turn it off with `ignore` or `per-file-ignores` (`"pyproject.toml" = ["MSF010"]`);
+`# memsafe: ignore` comments do not apply to configuration files.
+
 ## Why
 pytest-xdist honours `xdist_group` only with `--dist loadgroup`; `load`, `loadscope` and
 `loadfile` ignore the marker, so the groups MSF001 adds would do nothing (the often-repeated

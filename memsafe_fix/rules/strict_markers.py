@@ -14,6 +14,9 @@ else the section header, else line 1). The markers it checks:
 A marker counts as registered when it is in `markers` or a processed or applicable
 `conftest.py` registers it with `config.addinivalue_line("markers", "NAME: ...")`.
 
+Turn it off with `ignore` or `per-file-ignores` (`"pyproject.toml" = ["MSF011"]`);
+`# memsafe: ignore` comments do not apply to configuration files.
+
 ## Why
 With strict markers, pytest stops collecting a module that uses an unregistered marker
 ("'performance' not found in `markers` configuration option"), so none of its tests run.
