@@ -15,8 +15,9 @@ import typer
 from memsafe_fix import __version__
 from memsafe_fix.analysis.project import clear_caches
 from memsafe_fix.analysis.targets import Verdict
-from memsafe_fix.config import ConfigError, Settings, settings_for
-from memsafe_fix.discovery import MissingPath, discover
+from memsafe_fix.config import ConfigError, Settings, find_pytest_config, settings_for
+from memsafe_fix.discovery import BadConfig, MissingPath, discover
+from memsafe_fix.doctor import Doctor
 from memsafe_fix.engine import FileResult, Job, Mode, PatchTarget, run
 from memsafe_fix.engine import process as run_one
 from memsafe_fix.report import (
@@ -34,7 +35,7 @@ from memsafe_fix.report import (
     unresolved_note,
     write_summary,
 )
-from memsafe_fix.rules import ALL_RULES
+from memsafe_fix.rules import ALL_RULES, PROJECT_RULES, RULE_NAMES
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
@@ -131,6 +132,7 @@ def memsafe_fix(
         raise typer.BadParameter("use only one of --check, --diff and --write")
     # Each run sees the files as they are now (tests and library callers run many in one process).
     settings_for.cache_clear()
+    find_pytest_config.cache_clear()
     clear_caches()
     if config is not None and not config.is_file():
         raise typer.BadParameter(f"{config}: no such file", param_hint="--config")
@@ -161,36 +163,57 @@ def _settings(folder: Path, config: Optional[Path], options: Output) -> Settings
     return replace(settings, unsafe_fixes=True) if options.unsafe_fixes else settings
 
 
+def _config_error(exc: ConfigError) -> str:
+    return exc.located(_display(exc.path)) if exc.path else f"error: {exc}"
+
+
 def _run(paths: list[Path], mode: Mode, config: Optional[Path], options: "Output") -> int:
-    errors: list[str] = []
+    errors: dict[str, None] = {}  # in order, each once (a broken configuration is shared)
     jobs: list[Job] = []
     for found in discover(paths, config, options.force_exclude):
         if isinstance(found, MissingPath):
-            errors.append(f"{found.path}:1:1: error: no such file or directory")
+            errors[f"{found.path}:1:1: error: no such file or directory"] = None
             continue
-        settings = _settings(found.parent, config, options)
+        if isinstance(found, BadConfig):
+            errors[_config_error(found.error)] = None
+            continue
+        try:
+            settings = _settings(found.parent, config, options)
+        except ConfigError as exc:
+            errors[_config_error(exc)] = None
+            continue
         jobs.append(Job(found, _display(found), settings, mode, options.verbose))
     reported: list[Located] = []
     fixes: list[Located] = []
     findings = fixed = changed = fixable = 0
     targets: list[tuple[str, PatchTarget]] = []
-    for result in with_progress(run(jobs), len(jobs)):
+    # Project-level rules (MSF010, MSF011) run on the pytest configuration of the files found.
+    doctor = Doctor(mode, config, _display)
+
+    def tally(result: FileResult) -> None:
+        nonlocal findings, fixed, changed, fixable
         if result.error:
-            errors.append(result.error)
-            continue
-        targets += [(result.display, target) for target in result.patch_targets]
+            errors[result.error] = None
+            return
+        targets.extend((result.display, target) for target in result.patch_targets)
         if result.diff:
             sys.stdout.write(colorize_diff(result.diff) if options.color else result.diff)
         changed += bool(result.fixed)
         fixed += len(result.fixed)
-        fixes += [(result.display, f) for f in result.fixed]
+        fixes.extend((result.display, f) for f in result.fixed)
         findings += len(result.findings)
         fixable += sum(f.fixable for f in result.findings)
         # --diff and --write show what they leave behind; --check shows everything.
-        reported += [(result.display, f) for f in result.findings if mode is Mode.CHECK or not f.fixable]
+        reported.extend((result.display, f) for f in result.findings if mode is Mode.CHECK or not f.fixable)
+
+    for job, result in zip(jobs, with_progress(run(jobs), len(jobs))):
+        doctor.add(job.path, result)
+        tally(result)
+    for result in doctor.results():
+        tally(result)
     _print_findings(reported, options, to_stderr=mode is Mode.DIFF)
     if options.show_fixes and fixes:
-        typer.echo(fixes_by_file(fixes, {rule.code: rule.name for rule in ALL_RULES}), err=mode is Mode.DIFF)
+        typer.echo(fixes_by_file(fixes, RULE_NAMES), err=mode is Mode.DIFF)
     for error in errors:
         typer.echo(error, err=True)
     if options.verbose:
@@ -270,14 +293,14 @@ def _print_findings(reported: list[Located], options: "Output", to_stderr: bool)
     else:
         lines = [format_finding(path, finding) for path, finding in reported]
     if options.statistics and reported:
-        lines.append(statistics(reported, {rule.code: rule.name for rule in ALL_RULES}))
+        lines.append(statistics(reported, RULE_NAMES))
     for line in lines:
         typer.echo(line, err=to_stderr)
 
 
 def rule_documentation(code: str) -> Optional[str]:
     """A rule's documentation (its module docstring), by code (``MSF002``) or name."""
-    for rule in ALL_RULES:
+    for rule in (*ALL_RULES, *PROJECT_RULES):
         if code.upper() == rule.code or code == rule.name:
             return inspect.getdoc(sys.modules[type(rule).__module__])
     return None
@@ -290,7 +313,7 @@ def main() -> None:
     if arguments[:1] == ["rule"] and not os.path.exists("rule"):
         text = rule_documentation(arguments[1]) if len(arguments) == 2 else None
         if text is None:
-            known = ", ".join(f"{r.code} ({r.name})" for r in ALL_RULES)
+            known = ", ".join(f"{code} ({name})" for code, name in RULE_NAMES.items())
             print(f"usage: memsafe-fix rule CODE, one of: {known}", file=sys.stderr)
             sys.exit(EXIT_ERROR)
         print(text)

@@ -1,10 +1,11 @@
 """Settings: ``[tool.memsafe-fix]`` in the nearest ``pyproject.toml`` plus pytest's own
 collection options (``python_files``, ``python_classes``, ``python_functions``) from the nearest
-pytest configuration file."""
+pytest configuration file, which ``find_pytest_config`` finds as pytest does."""
 
 from __future__ import annotations
 
 import configparser
+import re
 import shlex
 import sys
 from dataclasses import dataclass, field, fields, replace
@@ -26,7 +27,20 @@ DEFAULT_SKIP_REASON = "timing is unreliable on pytest-xdist workers; run without
 
 
 class ConfigError(Exception):
-    """A configuration file or value that memsafe-fix cannot use."""
+    """A configuration file or value that memsafe-fix cannot use; ``path``, ``line`` and
+    ``col`` say where, when known."""
+
+    def __init__(self, message: str, path: Optional[Path] = None, line: int = 1, col: int = 1) -> None:
+        super().__init__(message)
+        self.path, self.line, self.col = path, line, col
+
+    def located(self, display: str) -> str:
+        """The one-line error for ``display`` (the file's path as shown)."""
+        message = str(self)
+        prefix = f"{self.path}: "
+        if self.path is not None and message.startswith(prefix):
+            message = message[len(prefix) :]
+        return f"{display}:{self.line}:{self.col}: error: {message}"
 
 
 @dataclass(frozen=True)
@@ -104,35 +118,50 @@ def _memsafe_values(table: dict[str, Any], source: Path) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for key, value in table.items():
         if key not in KNOWN_KEYS:
-            raise ConfigError(f"{source}: unknown key `{key}` in [tool.memsafe-fix] (known: {', '.join(KNOWN_KEYS)})")
+            raise ConfigError(
+                f"{source}: unknown key `{key}` in [tool.memsafe-fix] (known: {', '.join(KNOWN_KEYS)})", source
+            )
         if key in _CHOICES and value not in _CHOICES[key]:
-            raise ConfigError(f"{source}: `{key}` must be one of {', '.join(map(repr, _CHOICES[key]))}, not {value!r}")
+            raise ConfigError(
+                f"{source}: `{key}` must be one of {', '.join(map(repr, _CHOICES[key]))}, not {value!r}", source
+            )
         if key in _LIST_KEYS:
             value = _strings(value, key, source)
         elif key in _BOOL_KEYS:
             if not isinstance(value, bool):
-                raise ConfigError(f"{source}: `{key}` must be true or false")
+                raise ConfigError(f"{source}: `{key}` must be true or false", source)
         elif key == "per-file-ignores":
             if not isinstance(value, dict):
-                raise ConfigError(f"{source}: `{key}` must be a table of pattern = [codes]")
+                raise ConfigError(f"{source}: `{key}` must be a table of pattern = [codes]", source)
             value = tuple((pattern, _strings(codes, f"{key}.{pattern}", source)) for pattern, codes in value.items())
         elif not isinstance(value, str):
-            raise ConfigError(f"{source}: `{key}` must be a string")
+            raise ConfigError(f"{source}: `{key}` must be a string", source)
         values[key.replace("-", "_")] = value
     return values
 
 
 def _strings(value: Any, key: str, source: Path) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"{source}: `{key}` must be a list of strings")
+        raise ConfigError(f"{source}: `{key}` must be a list of strings", source)
     return tuple(value)
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+_TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
+
+
+def read_toml(path: Path, text: Optional[str] = None) -> dict[str, Any]:
+    """A TOML file's data (``text``: its contents, when already read); a ``ConfigError`` with
+    the line and column of a syntax error."""
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read configuration: {exc}") from exc
+        return tomllib.loads(path.read_text(encoding="utf-8") if text is None else text)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read configuration: {exc}", path) from exc
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        position = _TOML_POSITION.search(message)
+        line, col = (int(position[1]), int(position[2])) if position else (1, 1)
+        detail = message[: position.start()] if position else message
+        raise ConfigError(f"{path}: cannot read configuration: {detail}", path, line, col) from exc
 
 
 def _ini_list(value: Any) -> tuple[str, ...]:
@@ -142,38 +171,98 @@ def _ini_list(value: Any) -> tuple[str, ...]:
     return tuple(shlex.split(str(value)))
 
 
-def _pytest_options(directory: Path) -> dict[str, tuple[str, ...]]:
-    """Collection options from the first pytest config file found walking up, as pytest does."""
-    for folder in (directory, *directory.parents):
-        for name in ("pytest.ini", ".pytest.ini"):
-            if (folder / name).is_file():
-                return _ini_section(folder / name, "pytest")
-        pyproject = folder / "pyproject.toml"
-        if pyproject.is_file():
-            tool = _read_toml(pyproject).get("tool", {}).get("pytest")
-            if isinstance(tool, dict):
-                section = tool.get("ini_options", tool)
-                return _collection_options(section)
-        if (folder / "tox.ini").is_file():
-            found = _ini_section(folder / "tox.ini", "pytest", required=True)
-            if found is not None:
-                return found
-        if (folder / "setup.cfg").is_file():
-            found = _ini_section(folder / "setup.cfg", "tool:pytest", required=True)
-            if found is not None:
-                return found
-    return {}
+# pytest's own order (``_pytest.config.findpaths.locate_config``): in each folder walking up,
+# the first of these files that holds pytest configuration is the one pytest uses.
+PYTEST_CONFIG_NAMES = (
+    "pytest.toml",
+    ".pytest.toml",
+    "pytest.ini",
+    ".pytest.ini",
+    "pyproject.toml",
+    "tox.ini",
+    "setup.cfg",
+)
 
 
-def _ini_section(path: Path, section: str, required: bool = False) -> Any:
+@dataclass(frozen=True)
+class PytestConfig:
+    """The pytest configuration file pytest would use, and its values."""
+
+    path: Path
+    # The table or section holding the values: ``pytest`` (pytest.toml, pytest.ini, tox.ini),
+    # ``tool.pytest.ini_options`` or ``tool.pytest`` (pyproject.toml), ``tool:pytest`` (setup.cfg).
+    section: str
+    # "ini": strings and lists of strings, as pytest reads INI files and
+    # ``[tool.pytest.ini_options]``; "toml": native TOML types (``[tool.pytest]``, pytest.toml).
+    mode: str
+    values: dict[str, Any] = field(compare=False, hash=False)
+    # Whether the file holds the section at all (pytest.ini and pytest.toml count without one).
+    has_section: bool = True
+
+    @property
+    def is_toml(self) -> bool:
+        return self.path.suffix == ".toml"
+
+
+def load_pytest_config(path: Path, text: Optional[str] = None) -> Optional[PytestConfig]:
+    """``path``'s pytest configuration, or None when pytest would not use the file (a
+    ``pyproject.toml`` without a pytest table, a ``tox.ini`` without ``[pytest]``...)."""
+    name = path.name
+    if name.endswith(".toml"):
+        data = read_toml(path, text)
+        if name in ("pytest.toml", ".pytest.toml"):
+            table = data.get("pytest")
+            return PytestConfig(path, "pytest", "toml", dict(table or {}), isinstance(table, dict))
+        tool = data.get("tool", {})
+        tool = tool.get("pytest") if isinstance(tool, dict) else None
+        if not isinstance(tool, dict):
+            return None
+        native = {k: v for k, v in tool.items() if k != "ini_options"}
+        ini = tool.get("ini_options")
+        if native and ini is not None:
+            raise ConfigError(
+                f"{path}: cannot use both [tool.pytest] and [tool.pytest.ini_options] (pytest refuses this too)", path
+            )
+        if native:
+            return PytestConfig(path, "tool.pytest", "toml", native)
+        if isinstance(ini, dict):
+            values = {k: v if isinstance(v, list) else str(v) for k, v in ini.items()}
+            return PytestConfig(path, "tool.pytest.ini_options", "ini", values)
+        return None
+    section = "tool:pytest" if name == "setup.cfg" else "pytest"
     parser = configparser.ConfigParser(interpolation=None)
     try:
-        parser.read(path, encoding="utf-8")
+        if text is None:
+            parser.read(path, encoding="utf-8")
+        else:
+            parser.read_string(text, str(path))
     except (configparser.Error, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read configuration: {exc}") from exc
-    if not parser.has_section(section):
-        return None if required else {}
-    return _collection_options(dict(parser.items(section)))
+        line = getattr(exc, "lineno", 1) or 1
+        raise ConfigError(f"{path}: cannot read configuration: {exc}", path, line) from exc
+    if parser.has_section(section):
+        return PytestConfig(path, section, "ini", dict(parser.items(section)))
+    if name in ("pytest.ini", ".pytest.ini"):
+        return PytestConfig(path, section, "ini", {}, has_section=False)
+    return None
+
+
+@lru_cache(maxsize=None)
+def find_pytest_config(directory: Path) -> Optional[PytestConfig]:
+    """The pytest configuration for tests in ``directory``: the first file that holds one,
+    walking up, as pytest finds it when run on that folder."""
+    for folder in (directory, *directory.parents):
+        for name in PYTEST_CONFIG_NAMES:
+            if (folder / name).is_file():
+                found = load_pytest_config(folder / name)
+                if found is not None:
+                    return found
+    return None
+
+
+def _pytest_options(directory: Path) -> dict[str, tuple[str, ...]]:
+    """Collection options from the first pytest config file found walking up, as pytest does."""
+    found = find_pytest_config(directory)
+    return _collection_options(found.values) if found else {}
 
 
 def _collection_options(section: dict[str, Any]) -> dict[str, tuple[str, ...]]:
@@ -189,7 +278,7 @@ def settings_for(directory: Path, config_file: Optional[Path] = None) -> Setting
     candidates = [config_file] if config_file else [d / "pyproject.toml" for d in (directory, *directory.parents)]
     for pyproject in candidates:
         if pyproject.is_file():
-            table = _read_toml(pyproject).get("tool", {}).get("memsafe-fix")
+            table = read_toml(pyproject).get("tool", {}).get("memsafe-fix")
             if table is not None or config_file:
                 values = _memsafe_values(table or {}, pyproject)
                 root = pyproject.parent

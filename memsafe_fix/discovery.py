@@ -12,7 +12,7 @@ from typing import Iterator
 
 import pathspec
 
-from memsafe_fix.config import Settings, settings_for
+from memsafe_fix.config import ConfigError, Settings, settings_for
 
 DEFAULT_EXCLUDE = (
     ".git", ".hg", ".svn", ".venv", "venv", ".tox", ".nox", "__pycache__", ".mypy_cache",
@@ -24,6 +24,13 @@ DEFAULT_EXCLUDE = (
 @dataclass(frozen=True)
 class MissingPath:
     path: Path
+
+
+@dataclass(frozen=True)
+class BadConfig:
+    """A path whose settings cannot be read: it is skipped, the other paths are not."""
+
+    error: ConfigError
 
 
 def is_test_file(name: str, settings: Settings) -> bool:
@@ -111,18 +118,22 @@ def force_excluded(path: Path, settings: Settings) -> bool:
 
 def discover(
     paths: list[Path], config_file: Path | None = None, force_exclude: bool = False
-) -> Iterator[Path | MissingPath]:
+) -> Iterator[Path | MissingPath | BadConfig]:
     seen: set[Path] = set()
     for path in paths:
-        if path.is_file():
-            settings = settings_for(path.parent, config_file)
-            if (force_exclude or settings.force_exclude) and force_excluded(path, settings):
+        try:
+            if path.is_file():
+                settings = settings_for(path.parent, config_file)
+                if (force_exclude or settings.force_exclude) and force_excluded(path, settings):
+                    continue
+                found: Iterator[Path] = iter([path])
+            elif path.is_dir():
+                found = walk(path, settings_for(path, config_file))
+            else:
+                yield MissingPath(path)
                 continue
-            found: Iterator[Path] = iter([path])
-        elif path.is_dir():
-            found = walk(path, settings_for(path, config_file))
-        else:
-            yield MissingPath(path)
+        except ConfigError as exc:
+            yield BadConfig(exc)
             continue
         for file in found:
             key = file.resolve()

@@ -58,6 +58,16 @@ class InsertModuleStatement:
 
 
 @dataclass(frozen=True)
+class AppendToPytestOption:
+    """Project-level rules: append ``values`` to the pytest option ``key`` (``addopts``,
+    ``markers``) in a TOML pytest configuration, creating the option (and the
+    ``[tool.pytest.ini_options]`` table) when it is missing. Applied by ``doctor.py``."""
+
+    key: str
+    values: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class AddArgument:
     """Append ``code`` (``name=value``) to the arguments of the call with *call index*
     ``call``: its position among all calls in the file, ordered by where they start (an outer
@@ -94,6 +104,7 @@ Edit = Union[
     AddArgument,
     ReplaceCallee,
     ImportName,
+    AppendToPytestOption,
 ]
 
 

@@ -16,6 +16,7 @@ from typing import Iterator, Optional
 
 import libcst as cst
 
+from memsafe_fix.analysis.markers import registered_markers, used_markers
 from memsafe_fix.analysis.module import ModuleAnalysis
 from memsafe_fix.analysis.project import first_party_names
 from memsafe_fix.analysis.targets import Resolution
@@ -57,6 +58,11 @@ class FileResult:
     error: Optional[str] = None
     # With ``--verbose``: every ``patch`` target MSF004 looked at, and what it found.
     patch_targets: list[PatchTarget] = field(default_factory=list)
+    # For the project-level rules (``doctor.py``): the pytest markers the file uses once this
+    # run's fixes are applied (``xdist_group`` too when MSF001 adds it), and those it registers
+    # (a conftest's ``config.addinivalue_line("markers", ...)``).
+    markers: frozenset[str] = frozenset()
+    registered: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -81,11 +87,10 @@ def _check(module: ModuleAnalysis) -> list[Finding]:
     return sorted(findings, key=lambda f: (f.line, f.col, f.code))
 
 
-def patch_targets(source: str, settings: Settings, module_name: str, path: Optional[Path] = None) -> list[PatchTarget]:
+def patch_targets(module: ModuleAnalysis) -> list[PatchTarget]:
     """What MSF004 found out about each ``patch`` target in a file (resolved or not)."""
-    if not settings.rule_enabled(AsyncPatch.code, path):
+    if not module.settings.rule_enabled(AsyncPatch.code, module.path):
         return []
-    module = ModuleAnalysis(source, settings, module_name, path)
     context = Context(module)
     for _ in AsyncPatch().check(context):
         pass
@@ -98,10 +103,13 @@ def fix_source(
     module_name: str,
     first_party: frozenset[str] = frozenset(),
     path: Optional[Path] = None,
+    module: Optional[ModuleAnalysis] = None,
 ) -> tuple[str, list[Finding], list[Finding]]:
     """(new source, findings fixed, findings remaining). Raises ``SyntaxError`` for bad input
-    and ``FixError`` when the result would not compile or would not be stable."""
-    module = ModuleAnalysis(source, settings, module_name, path)
+    and ``FixError`` when the result would not compile or would not be stable. ``module``: the
+    source's analysis, when the caller already has it."""
+    if module is None:
+        module = ModuleAnalysis(source, settings, module_name, path)
     findings = _check(module)
     fixable = [f for f in findings if f.fix is not None]
     if not fixable:
@@ -162,13 +170,21 @@ def process(job: Job, data: Optional[bytes] = None) -> FileResult:
         return result
     module_name = job.path.stem
     try:
+        module = ModuleAnalysis(source, job.settings, module_name, job.path)
+        result.markers = used_markers(module)
+        if module_name == "conftest":
+            result.registered = registered_markers(module.tree)
         if job.verbose:
-            result.patch_targets = patch_targets(source, job.settings, module_name, job.path)
+            result.patch_targets = patch_targets(module)
         if job.mode is Mode.CHECK:
-            result.findings = check_source(source, job.settings, module_name, job.path)
+            result.findings = _check(module)
+            _note_added_markers(result)
             return result
         first_party = first_party_names(job.path.parent.resolve())
-        new_source, result.fixed, result.findings = fix_source(source, job.settings, module_name, first_party, job.path)
+        new_source, result.fixed, result.findings = fix_source(
+            source, job.settings, module_name, first_party, job.path, module
+        )
+        _note_added_markers(result)
         if job.mode is Mode.WRITE and from_stdin:
             result.output = new_source.encode(encoding) if new_source != source else data
         elif new_source == source:
@@ -191,7 +207,13 @@ def process(job: Job, data: Optional[bytes] = None) -> FileResult:
             f"{job.display}:1:1: internal error: {exc}; file left unchanged{chr(10) + detail if detail else ''}"
         )
     result.fixed, result.findings = [], []
+    result.markers = result.registered = frozenset()
     return result
+
+
+def _note_added_markers(result: FileResult) -> None:
+    if any(f.code == "MSF001" for f in (*result.findings, *result.fixed)):
+        result.markers |= {"xdist_group"}
 
 
 def run(jobs: list[Job]) -> Iterator[FileResult]:

@@ -43,7 +43,11 @@ CLEAN = "def test_plain():\n    assert True\n"
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'sample'\n")
+    # pytest already runs xdist with --dist loadgroup: the project-level rules (MSF010/MSF011,
+    # tests/test_doctor.py) have nothing to say, so these tests see the per-file rules alone.
+    (tmp_path / "pyproject.toml").write_text(
+        "[project]\nname = 'sample'\n\n[tool.pytest.ini_options]\naddopts = '--dist loadgroup'\n"
+    )
     (tmp_path / "tests").mkdir()
     monkeypatch.chdir(tmp_path)
     return tmp_path

@@ -22,6 +22,8 @@ TRICKY_SUITE = {
         [tool.pytest.ini_options]
         markers = ["performance: timing tests"]
         """,
+    # pytest-xdist is a declared dependency, so MSF010 adds `--dist loadgroup` to `addopts`.
+    "requirements-test.txt": "pytest\npytest-xdist\n",
     "base_helpers.py": """\
         class ImportedBase:
             open_tests = 0
@@ -141,6 +143,7 @@ TRICKY_SUITE = {
 # target makes the call return a coroutine, and the assertions below notice.
 ASYNC_SUITE = {
     "pyproject.toml": "",
+    "requirements-test.txt": "pytest-xdist\n",  # so MSF010 can add --dist loadgroup
     "shop/__init__.py": """\
         from .client import Client
         from .engines import *

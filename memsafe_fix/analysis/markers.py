@@ -68,3 +68,35 @@ def marks_of(scope: Optional[Def], module: ModuleAnalysis) -> list[ast.expr]:
     if scope.is_class:
         marks += pytestmark_marks(scope.node.body)
     return marks
+
+
+def used_markers(module: ModuleAnalysis) -> frozenset[str]:
+    """Every ``pytest.mark.NAME`` the file mentions, in any import spelling."""
+    found = set()
+    for node in ast.walk(module.tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, (ast.Name, ast.Attribute)):
+            name = module.imports.qualify(node)
+            if name and name.startswith("pytest.mark.") and name.count(".") == 2:
+                found.add(node.attr)
+    return frozenset(found)
+
+
+def registered_markers(tree: ast.Module) -> frozenset[str]:
+    """Markers a conftest registers with ``config.addinivalue_line("markers", "NAME: ...")``."""
+    found = set()
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "addinivalue_line"
+            and len(node.args) == 2
+            and all(isinstance(a, ast.Constant) and isinstance(a.value, str) for a in node.args)
+            and node.args[0].value == "markers"  # type: ignore[attr-defined]
+        ):
+            found.add(marker_line_name(node.args[1].value))  # type: ignore[attr-defined]
+    return frozenset(found)
+
+
+def marker_line_name(line: str) -> str:
+    """The marker a ``markers`` line registers, split as pytest does (``name(args): help``)."""
+    return line.split(":")[0].split("(")[0].strip()

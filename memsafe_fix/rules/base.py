@@ -12,6 +12,7 @@ from memsafe_fix.analysis.module import Def, ModuleAnalysis
 from memsafe_fix.edits import Finding, Fix
 
 if TYPE_CHECKING:
+    from memsafe_fix.analysis.pytest_config import Project
     from memsafe_fix.analysis.targets import Resolution
 
 # black's default; new code is wrapped to fit it.
@@ -106,6 +107,21 @@ class Rule:
 
     def check(self, context: Context) -> Iterator[Finding]:
         raise NotImplementedError
+
+
+class ProjectRule:
+    """A project-level rule: it reads a project's pytest configuration (and what the run found
+    in its test files) instead of one file, and reports at most once per configuration file.
+    Its module docstring is its documentation, as for ``Rule``."""
+
+    code: ClassVar[str]
+    name: ClassVar[str]
+
+    def check(self, project: "Project") -> Iterator[Finding]:
+        raise NotImplementedError
+
+    def finding(self, project: "Project", position: tuple[int, int], message: str, fix: Optional[Fix]) -> Finding:
+        return Finding(self.code, position[0], position[1], message, fix)
 
 
 def string_literal(text: str) -> str:
