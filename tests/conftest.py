@@ -1,0 +1,15 @@
+"""Shared test set-up."""
+
+from __future__ import annotations
+
+import pytest
+
+# pytest-xdist tells its workers who they are through the environment; a pytest started by a
+# test must not inherit that, or it believes it is a worker too (and MSF003's skips fire).
+XDIST_VARIABLES = ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID")
+
+
+@pytest.fixture(autouse=True)
+def _no_xdist_worker_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in XDIST_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
