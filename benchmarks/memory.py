@@ -187,6 +187,12 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args()
 
+    header = (  # taken first: the revision is the one measured, even if files change meanwhile
+        f"memsafe-fix {memsafe_fix.__version__} (git {revision()}), pytest {version('pytest')}, "
+        f"pytest-xdist {version('pytest-xdist')}, Python {platform.python_version()}; "
+        f"{args.tests} tests per suite in classes of {TESTS_PER_CLASS}, -n {args.workers} --dist loadgroup, "
+        f"{os.cpu_count()} CPUs"
+    )
     out = args.out or Path(tempfile.mkdtemp(prefix="memsafe-memory-"))
     out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -208,12 +214,7 @@ def main() -> None:
                 f"| {suite_label} | {pattern_label} | {peak / 1024**2:,.0f} MiB | {wall:.1f} s | {cpu:.1f} s | {result} |"
             )
 
-    print(
-        f"memsafe-fix {memsafe_fix.__version__} (git {revision()}), pytest {version('pytest')}, "
-        f"pytest-xdist {version('pytest-xdist')}, Python {platform.python_version()}; "
-        f"{args.tests} tests per suite in classes of {TESTS_PER_CLASS}, -n {args.workers} --dist loadgroup, "
-        f"{os.cpu_count()} CPUs\n"
-    )
+    print(header + "\n")
     print("| suite | pattern | peak worker RSS | wall time | CPU time | pytest |")
     print("|---|---|---|---|---|---|")
     print("\n".join(rows))
