@@ -90,9 +90,9 @@ SHAPES_SUITE = {
         class TestFixtures:
             @pytest.fixture(scope="class")
             def resource(self):
-                resource = MagicMock()
-                yield resource
-                resource.close()
+                self.resource = MagicMock()  # on another instance than any test's
+                yield self.resource
+                self.resource.close()
 
             @pytest.fixture
             def value(self):
@@ -120,9 +120,16 @@ SHAPES_SUITE = {
             @pytest.mark.asyncio
             async def test_async(self):
                 self.client()
+        """,
+    # In another file: pytest 8.0's setUpClass fixture holds the first TestCase until the class
+    # ends, after --memsafe-gc froze it; the plugin unfreezes it at the end of the file.
+    "test_zz_check.py": """\
+        import gc
+
+        from test_shapes import TESTCASE_STATE, TESTCASES_CREATED
 
 
-        def test_zz_testcases():
+        def test_testcases():
             # Asking a finished unittest item for `.instance` would build a new TestCase.
             gc.collect()
             alive = sum(ref() is not None for ref in TESTCASE_STATE)
