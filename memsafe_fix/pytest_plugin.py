@@ -1,0 +1,429 @@
+"""pytest plugin: measure a test run's memory per xdist worker, enforce a memory budget, and
+apply the memory-safety pattern at run time without changing a file.
+
+    pytest -n 2 --dist loadgroup --memsafe-report --memsafe-max-rss=1.5G --memsafe-gc
+
+Installing memsafe-fix installs the plugin (``pytest11`` entry point
+``memsafe_fix.pytest_plugin``), and pytest loads it automatically; ``-p
+memsafe_fix.pytest_plugin`` loads it when plugin autoloading is off, and ``-p
+no:memsafe_fix.pytest_plugin`` keeps it out. It does nothing until one of its options is given,
+and importing it imports only the standard library. Under pytest-xdist every worker measures
+itself and hands its numbers to the controller when it finishes.
+
+Options
+-------
+``--memsafe-report``, ``--memsafe-report=term``
+    At the end of the session, print a table with one row per process: each xdist worker
+    (``gw0``, ``gw1``, ...) and the ``controller``, or ``main`` without xdist. A row has the
+    process's peak RSS, the number of tests it ran, and its RSS growth (RSS at session end minus
+    RSS when the plugin started). Then the 10 tests with the largest RSS growth: RSS after the
+    test's teardown minus RSS before its setup, in the process that ran it. Write the value with
+    ``=``: in ``--memsafe-report tests/`` the ``tests/`` is taken as the option's value, and
+    rejected.
+
+``--memsafe-report=json:PATH``
+    Write the same data as JSON to PATH (relative to the directory pytest was started in)
+    instead of printing the table; sizes in bytes::
+
+        {
+          "version": 1,
+          "rss_source": "/proc/self/statm",  # or "psutil", or "getrusage ru_maxrss" (peak only)
+          "processes": [                     # xdist workers in id order, then this process
+            {"name": "gw0",                  # "gw0", "gw1", ..., "controller", or "main"
+             "peak_rss": 212336640,          # the process's high-water mark
+             "start_rss": 46710784, "end_rss": 201326592,
+             "rss_growth": 154615808,        # end_rss - start_rss
+             "tests": 300,                   # tests whose protocol ran in this process
+             "error": null}                  # for a worker that went down without data: why,
+          ],                                 # with null numbers
+          "top_tests": [                     # at most 10, largest rss_growth first
+            {"nodeid": "tests/test_a.py::TestA::test_x", "process": "gw1", "rss_growth": 2097152}
+          ]
+        }
+
+``--memsafe-max-rss=SIZE``
+    Memory budget. SIZE is bytes or a number with ``K``, ``M``, ``G`` or ``T`` (binary units,
+    ``M``, ``MB`` and ``MiB`` all mean 1024**2 bytes): ``500M``, ``1.5G``, ``800MiB``,
+    ``1048576``. The first test after whose teardown the process's RSS exceeds SIZE fails: its
+    teardown report becomes a failure naming the RSS and the limit, which pytest shows as
+    ``ERROR at teardown of <test>`` and which makes pytest exit non-zero. Later tests in that
+    process are not failed while RSS stays above the limit (they did not cross it); if RSS drops
+    below the limit and a test crosses it again, that test fails too. The budget applies to each
+    process on its own: every xdist worker, or the one pytest process without xdist. With
+    ``--memsafe-gc`` the test's garbage is collected before RSS is compared.
+
+``--memsafe-gc``
+    After every test, once its teardown is done (its frame, fixtures and ``teardown_method``
+    are finished, so plain test functions are covered too): release the state of the test's
+    class instance (``instance.__dict__.clear()``), run ``gc.collect()``, then ``gc.freeze()``.
+    That is the memory-safety pattern without touching a file, plus the part ``gc.collect()``
+    cannot do: pytest keeps every test-class instance alive until the session ends (pytest
+    issue #11374), so mocks stored on ``self`` in ``setup_method`` survive any number of
+    collections until the instance lets go of them. Each test gets its own instance (a
+    class-scoped fixture written as a method runs on another one), so clearing it after the
+    teardown breaks nothing. ``unittest.TestCase`` tests are not touched: pytest already drops
+    their instance at teardown.
+
+    Why freeze: a full collection walks every object the process holds, so per-test
+    ``gc.collect()`` gets slower as the heap grows. ``gc.freeze()`` moves every object alive
+    after the collection into a permanent generation that later collections skip, so the next
+    one only walks what the next test allocated. The cost: a frozen object that later becomes
+    garbage in a reference cycle is never freed while it stays frozen (objects without cycles
+    are still freed by reference counting). That happens to class- and module-scoped fixture
+    values (a class-scoped ``MagicMock`` is frozen after the class's first test and torn down
+    after its last) and to caches cleared during the run. To bound it the plugin unfreezes
+    before the collection that follows the last test of each test file (one full collection per
+    file, and more often under ``--dist load``, which interleaves files on a worker) and at
+    session end, so garbage of session-scoped fixtures stays until the session ends.
+
+Measurement
+-----------
+RSS is read from ``/proc/self/statm`` on Linux (the peak from ``VmHWM`` in
+``/proc/self/status``), else from ``psutil`` if it is importable, else from
+``resource.getrusage().ru_maxrss``, which is a peak only (so growth is growth of the peak); on
+none of these, ``--memsafe-report`` and ``--memsafe-max-rss`` are usage errors.
+``ru_maxrss`` is not used on Linux because a child process inherits its parent's peak across
+``fork``/``exec``, so an xdist worker would report at least the controller's peak. RSS counts
+what the process holds, not what Python uses: freed memory often stays resident (pymalloc
+arenas, the allocator's free lists), and the first tests of a process also pay for imports and
+caches. Measuring reads ``/proc/self/statm`` two or three times per test (microseconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import heapq
+import json
+import os
+import re
+import sys
+from typing import Any, Callable, NamedTuple
+
+import pytest
+
+TOP_TESTS = 10
+REPORT_VERSION = 1
+
+_SIZE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(?:([kmgt])(?:i?b)?|b)?", re.IGNORECASE)
+_UNIT_BYTES = {"k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+_RSS_BEFORE = pytest.StashKey[int]()
+
+
+def parse_size(text: str) -> int:
+    """Bytes in ``500M``, ``1.5G``, ``800MiB`` or ``1048576``; units are binary (``1K`` is 1024)."""
+    match = _SIZE.fullmatch(text.strip())
+    size = int(float(match[1]) * _UNIT_BYTES.get((match[2] or "").lower(), 1)) if match else 0
+    if size <= 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a positive size: give bytes or a number with K, M, G or T "
+            "(binary: 1M = 1 MiB), e.g. 500M, 1.5G, 800MiB"
+        )
+    return size
+
+
+def parse_report_target(text: str) -> str:
+    """``term`` or ``json:PATH``; kept as text so the option stays a plain value."""
+    if text == "term" or (text.startswith("json:") and len(text) > len("json:")):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"expected no value, 'term' or 'json:PATH', got {text!r} "
+        "(write --memsafe-report=VALUE when test paths follow it)"
+    )
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("memsafe", "memsafe-fix: memory report, memory budget, memory release")
+    group.addoption(
+        "--memsafe-report",
+        nargs="?",
+        const="term",
+        default=None,
+        type=parse_report_target,
+        metavar="json:PATH",
+        help="at the end, show peak RSS, tests run and RSS growth per xdist worker and the 10 tests "
+        "whose RSS grew most; =json:PATH writes them as JSON to PATH instead.",
+    )
+    group.addoption(
+        "--memsafe-max-rss",
+        type=parse_size,
+        default=None,
+        metavar="SIZE",
+        help="fail the test after which the process's RSS first exceeds SIZE (500M, 1.5G, 800MiB, "
+        "bytes), at its teardown.",
+    )
+    group.addoption(
+        "--memsafe-gc",
+        action="store_true",
+        help="after each test's teardown, clear its class instance's attributes, gc.collect() and "
+        "gc.freeze(), so memory kept on self is freed and collections stay cheap.",
+    )
+
+
+class RssMeter(NamedTuple):
+    source: str
+    current: Callable[[], int]
+    peak: Callable[[], int]
+
+
+def _peak_from_getrusage() -> int:
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB elsewhere
+
+
+def rss_meter() -> RssMeter | None:
+    """The best way this platform offers to read this process's RSS, or None if there is none."""
+    if os.path.exists("/proc/self/statm"):
+        page_size = os.sysconf("SC_PAGE_SIZE")
+
+        def resident() -> int:
+            with open("/proc/self/statm", "rb") as statm:
+                return int(statm.read().split()[1]) * page_size
+
+        def high_water_mark() -> int:
+            with open("/proc/self/status", "rb") as status:
+                for line in status:
+                    if line.startswith(b"VmHWM:"):
+                        return int(line.split()[1]) * 1024  # reported in kB
+            return resident()
+
+        return RssMeter("/proc/self/statm", resident, high_water_mark)
+    try:
+        import psutil
+    except ImportError:
+        psutil = None
+    has_getrusage = sys.platform != "win32"  # the `resource` module exists on every other platform
+    if psutil is not None:
+        process = psutil.Process()
+        return RssMeter(
+            "psutil",
+            lambda: process.memory_info().rss,
+            # Windows has no getrusage, but psutil reports its peak working set there.
+            _peak_from_getrusage if has_getrusage else lambda: process.memory_info().peak_wset,
+        )
+    if has_getrusage:
+        return RssMeter("getrusage ru_maxrss", _peak_from_getrusage, _peak_from_getrusage)
+    return None
+
+
+def release_instance_state(item: pytest.Item) -> None:
+    """Drop what a finished test method stored on ``self``; pytest keeps the instance itself."""
+    cls = getattr(item, "cls", None)
+    unittest = sys.modules.get("unittest")
+    if cls is None or (unittest is not None and issubclass(cls, unittest.TestCase)):
+        # No class instance, or a TestCase, which pytest releases at teardown; asking such an
+        # item for `.instance` now would even build a new TestCase.
+        return
+    state = getattr(item.instance, "__dict__", None)
+    if state is not None:
+        state.clear()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    report_target = config.getoption("memsafe_report")
+    max_rss = config.getoption("memsafe_max_rss")
+    collect_garbage = config.getoption("memsafe_gc")
+    if report_target is None and max_rss is None and not collect_garbage:
+        return
+    meter = None
+    if report_target is not None or max_rss is not None:
+        meter = rss_meter()
+        if meter is None:
+            raise pytest.UsageError("--memsafe-report and --memsafe-max-rss cannot measure RSS here: install psutil")
+    plugin = MemsafePlugin(config, meter, report_target, max_rss, collect_garbage)
+    config.pluginmanager.register(plugin, "memsafe-session")
+
+
+def _mib(size: int) -> str:
+    return f"{size / 1024**2:.1f} MiB"
+
+
+def _signed_mib(size: int) -> str:
+    return ("+" if size >= 0 else "-") + _mib(abs(size))
+
+
+class MemsafePlugin:
+    """The active plugin: one per process (the pytest process, each xdist worker, the controller)."""
+
+    def __init__(
+        self,
+        config: pytest.Config,
+        meter: RssMeter | None,
+        report_target: str | None,
+        max_rss: int | None,
+        collect_garbage: bool,
+    ) -> None:
+        self.config = config
+        self.meter = meter
+        self.report_target = report_target
+        self.max_rss = max_rss
+        self.collect_garbage = collect_garbage
+        self.is_worker = hasattr(config, "workerinput")
+        self.start_rss = meter.current() if meter else 0
+        self.peak_seen = self.start_rss
+        self.tests = 0
+        self.top_tests: list[tuple[int, str]] = []  # a min-heap of (growth, nodeid), TOP_TESTS long
+        self.worker_summaries: list[dict[str, Any]] = []
+        self.over_budget = False
+        self.report: dict[str, Any] | None = None
+        self.json_path = None
+        if report_target is not None and report_target.startswith("json:"):
+            self.json_path = config.invocation_params.dir / report_target[len("json:") :]
+
+    def _measure(self) -> int:
+        assert self.meter is not None
+        rss = self.meter.current()
+        self.peak_seen = max(self.peak_seen, rss)
+        return rss
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None):
+        if self.meter is not None:
+            item.stash[_RSS_BEFORE] = self._measure()
+        result = yield
+        if self.collect_garbage:
+            # Only now has pytest dropped the test's fixture values (`item.funcargs`): freezing
+            # earlier would freeze the ones in reference cycles for good.
+            if nextitem is None or nextitem.path != item.path:
+                gc.unfreeze()  # let this collection reclaim class- and module-scoped garbage
+            gc.collect()
+            gc.freeze()
+        if self.report_target is not None:
+            self._record(item.nodeid, self._measure() - item.stash[_RSS_BEFORE])
+        return result
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_teardown(self, item: pytest.Item):
+        try:
+            return (yield)
+        finally:
+            if self.collect_garbage:
+                release_instance_state(item)
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]):
+        report = yield
+        # The teardown report is the last moment the test's outcome can still change.
+        if call.when == "teardown" and self.max_rss is not None:
+            if self.collect_garbage:
+                gc.collect()  # judge what the test kept, not the garbage it left for the collector
+            self._enforce_budget(item, report)
+        return report
+
+    def _enforce_budget(self, item: pytest.Item, report: pytest.TestReport) -> None:
+        assert self.max_rss is not None
+        rss = self._measure()
+        if rss <= self.max_rss:
+            self.over_budget = False
+            return
+        if self.over_budget:
+            return  # an earlier test crossed the limit and failed for it; RSS has not come back
+        self.over_budget = True
+        message = (
+            f"memsafe: RSS after this test is {_mib(rss)}, over the --memsafe-max-rss limit of {_mib(self.max_rss)} "
+            f"(it was {_mib(item.stash[_RSS_BEFORE])} before the test's setup). Later tests in "
+            "this process fail only if RSS goes back under the limit and crosses it again."
+        )
+        if report.failed:
+            report.sections.append(("memsafe", message))  # keep the teardown's own error first
+        else:
+            report.outcome = "failed"
+            report.longrepr = message
+
+    def _record(self, nodeid: str, growth: int) -> None:
+        self.tests += 1
+        if len(self.top_tests) < TOP_TESTS:
+            heapq.heappush(self.top_tests, (growth, nodeid))
+        else:
+            heapq.heappushpop(self.top_tests, (growth, nodeid))
+
+    @pytest.hookimpl(optionalhook=True)  # an xdist hook: only called, and only known, with xdist
+    def pytest_testnodedown(self, node: Any, error: object | None) -> None:
+        if self.report_target is None:
+            return
+        summary = getattr(node, "workeroutput", {}).get("memsafe")
+        if summary is None:  # the worker crashed or was killed before it could send anything
+            summary = {
+                "name": node.workerinput["workerid"],
+                **dict.fromkeys(("peak_rss", "start_rss", "end_rss", "rss_growth", "tests")),
+                "error": str(error),
+                "top_tests": [],
+            }
+        self.worker_summaries.append(summary)
+
+    @pytest.hookimpl(trylast=True)  # after the session-scoped fixtures are torn down
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.collect_garbage:
+            gc.unfreeze()
+        if self.report_target is None:
+            return
+        summary = self._summary()
+        if self.is_worker:
+            self.config.workeroutput["memsafe"] = summary  # xdist sends it to the controller
+            return
+        if self.worker_summaries:
+            summary["name"] = "controller"
+        self.report = _merge(self.meter.source, [*sorted(self.worker_summaries, key=_worker_order), summary])
+        if self.json_path is not None:
+            self.json_path.parent.mkdir(parents=True, exist_ok=True)
+            self.json_path.write_text(json.dumps(self.report, indent=2) + "\n", encoding="utf-8")
+
+    def _summary(self) -> dict[str, Any]:
+        """This process's row, plus its largest per-test growths; only JSON types, for xdist."""
+        end_rss = self._measure()
+        return {
+            "name": self.config.workerinput["workerid"] if self.is_worker else "main",
+            "peak_rss": max(self.meter.peak(), self.peak_seen),
+            "start_rss": self.start_rss,
+            "end_rss": end_rss,
+            "rss_growth": end_rss - self.start_rss,
+            "tests": self.tests,
+            "error": None,
+            "top_tests": [{"nodeid": nodeid, "rss_growth": growth} for growth, nodeid in self.top_tests],
+        }
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.report is None:
+            return
+        if self.json_path is not None:
+            terminalreporter.write_line(f"memsafe: memory report written to {self.json_path}")
+            return
+        write = terminalreporter.write_line
+        terminalreporter.write_sep("=", "memsafe memory report")
+        processes = self.report["processes"]
+        width = max(len("process"), *(len(process["name"]) for process in processes))
+        write(f"{'process':<{width}}  {'peak RSS':>12}  {'tests':>6}  {'RSS growth':>12}")
+        for process in processes:
+            if process["error"] is not None:
+                write(f"{process['name']:<{width}}  no data: the worker went down ({process['error']})")
+                continue
+            write(
+                f"{process['name']:<{width}}  {_mib(process['peak_rss']):>12}  {process['tests']:>6}  "
+                f"{_signed_mib(process['rss_growth']):>12}"
+            )
+        write("")
+        write(f"largest RSS growth per test (after its teardown - before its setup), top {TOP_TESTS}:")
+        width = max((len(test["process"]) for test in self.report["top_tests"]), default=0)
+        for test in self.report["top_tests"]:
+            write(f"{_signed_mib(test['rss_growth']):>12}  {test['process']:<{width}}  {test['nodeid']}")
+
+
+def _worker_order(summary: dict[str, Any]) -> tuple[int, str]:
+    return len(summary["name"]), summary["name"]  # gw2 before gw10
+
+
+def _merge(source: str, summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The report: one row per process, and the largest per-test growths over all of them."""
+    top_tests = [
+        {"nodeid": test["nodeid"], "process": summary["name"], "rss_growth": test["rss_growth"]}
+        for summary in summaries
+        for test in summary["top_tests"]
+    ]
+    return {
+        "version": REPORT_VERSION,
+        "rss_source": source,
+        "processes": [{key: value for key, value in summary.items() if key != "top_tests"} for summary in summaries],
+        "top_tests": heapq.nlargest(TOP_TESTS, top_tests, key=lambda test: test["rss_growth"]),
+    }

@@ -1,0 +1,476 @@
+"""The pytest plugin (``memsafe_fix/pytest_plugin.py``), run by real pytest on small suites, with
+and without pytest-xdist. Sizes are checked against what the suites allocate, never timed."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from memsafe_fix.pytest_plugin import parse_report_target, parse_size
+
+MiB = 1024**2
+XDIST = ("-n", "2", "--dist", "loadfile")  # loadfile: a file's tests run on one worker, in order
+
+# Mocks on `self`, as in the suites the pattern is for. TestKeep::test_b fails unless something
+# releases test_a's instance state: pytest keeps every test-class instance until the end.
+KEEP_SUITE = {
+    "test_keep.py": """\
+        import gc
+        import weakref
+        from unittest.mock import MagicMock
+
+        import pytest
+
+        REFS = []
+
+
+        class TestKeep:
+            def setup_method(self):
+                self.client = MagicMock()
+                REFS.append(weakref.ref(self.client))
+
+            def test_a(self):
+                self.client.get("x")
+
+            def test_b(self):
+                gc.collect()
+                assert REFS[0]() is None, "test_a's mock is still alive"
+
+
+        def test_heap_is_frozen_between_tests():
+            assert gc.get_freeze_count() > 0
+        """,
+}
+
+# Shapes --memsafe-gc must not break: unittest, class-scoped fixtures written as methods,
+# function fixtures and teardown_method that use `self`, async tests.
+SHAPES_SUITE = {
+    "test_shapes.py": """\
+        import gc
+        import unittest
+        import weakref
+        from unittest.mock import MagicMock
+
+        import pytest
+
+        TESTCASES_CREATED = []  # class names only: holding the instances would keep them alive
+        TESTCASE_STATE = []
+
+
+        class TestLegacy(unittest.TestCase):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                TESTCASES_CREATED.append(type(self).__name__)
+
+            @classmethod
+            def setUpClass(cls):
+                cls.shared = MagicMock()
+
+            def setUp(self):
+                self.client = MagicMock()
+                TESTCASE_STATE.append(weakref.ref(self.client))
+
+            def tearDown(self):
+                self.client.close()
+
+            def test_1(self):
+                self.shared()
+
+            def test_2(self):
+                self.assertEqual(self.shared.call_count, 1)
+
+
+        class TestFixtures:
+            @pytest.fixture(scope="class")
+            def resource(self):
+                self.resource = MagicMock()  # on another instance than any test's
+                yield self.resource
+                self.resource.close()
+
+            @pytest.fixture
+            def value(self):
+                self.from_fixture = 1
+                yield 2
+                assert self.from_fixture == 1
+
+            def setup_method(self):
+                self.client = MagicMock()
+
+            def teardown_method(self):
+                self.client.close()
+
+            def test_a(self, resource, value):
+                resource.a()
+
+            def test_b(self, resource, value):
+                assert resource.a.called
+
+
+        class TestAsync:
+            def setup_method(self):
+                self.client = MagicMock()
+
+            @pytest.mark.asyncio
+            async def test_async(self):
+                self.client()
+        """,
+    # In another file: pytest 8.0's setUpClass fixture holds the first TestCase until the class
+    # ends, after --memsafe-gc froze it; the plugin unfreezes it at the end of the file.
+    "test_zz_check.py": """\
+        import gc
+
+        from test_shapes import TESTCASE_STATE, TESTCASES_CREATED
+
+
+        def test_testcases():
+            # Asking a finished unittest item for `.instance` would build a new TestCase.
+            gc.collect()
+            alive = sum(ref() is not None for ref in TESTCASE_STATE)
+            print(f"TESTCASES_CREATED={len(TESTCASES_CREATED)} TESTCASE_STATE_ALIVE={alive}")
+        """,
+}
+
+# test_big keeps 50 MiB on a module global, so its process grows by that much and it tops the list.
+REPORT_SUITE = {
+    "test_big.py": """\
+        KEPT = []
+
+
+        def test_small():
+            pass
+
+
+        def test_big():
+            KEPT.append(b"x" * (50 * 1024 * 1024))
+        """,
+    "test_many.py": """\
+        import pytest
+
+
+        @pytest.mark.parametrize("i", range(12))
+        def test_many(i):
+            pass
+        """,
+}
+REPORT_TESTS = 14
+
+# test_big_1 crosses the budget; test_after_big stays above it and is not blamed; test_release
+# brings RSS back under it, and test_big_2 crosses it again.
+BUDGET_SUITE = {
+    "test_budget.py": """\
+        KEPT = []
+
+
+        def test_before():
+            pass
+
+
+        def test_big_1():
+            KEPT.append(b"x" * (200 * 1024 * 1024))
+
+
+        def test_after_big():
+            pass
+
+
+        def test_release():
+            KEPT.clear()
+
+
+        def test_big_2():
+            KEPT.append(b"x" * (200 * 1024 * 1024))
+        """,
+    "test_other.py": """\
+        import pytest
+
+
+        @pytest.mark.parametrize("i", range(4))
+        def test_other(i):
+            pass
+        """,
+}
+BUDGET = "150M"  # well above a fresh pytest process, well below one holding 200 MiB more
+
+
+def run_pytest(tmp_path: Path, files: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    for name, text in files.items():
+        (tmp_path / name).write_text(textwrap.dedent(text))
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rfE", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+
+
+def summary_lines(completed: subprocess.CompletedProcess[str]) -> list[tuple[str, str]]:
+    """(FAILED|ERROR, nodeid) from pytest's short test summary."""
+    return re.findall(r"^(FAILED|ERROR) (\S+)", completed.stdout, re.MULTILINE)
+
+
+def table_rows(stdout: str) -> dict[str, tuple[float, int, float]]:
+    """process -> (peak MiB, tests, growth MiB) from the terminal report."""
+    rows = re.findall(r"^(\w+)\s+([\d.]+) MiB\s+(\d+)\s+([+-][\d.]+) MiB$", stdout, re.MULTILINE)
+    return {name: (float(peak), int(tests), float(growth)) for name, peak, tests, growth in rows}
+
+
+def top_tests(stdout: str) -> list[tuple[float, str, str]]:
+    """(growth MiB, process, nodeid) from the terminal report's top list."""
+    section = stdout.split("largest RSS growth per test", 1)[1]
+    return [(float(g), p, n) for g, p, n in re.findall(r"^\s+([+-][\d.]+) MiB\s+(\w+)\s+(\S+)$", section, re.M)]
+
+
+def test_importing_the_plugin_imports_nothing_heavy() -> None:
+    heavy = ("libcst", "typer", "rich", "pathspec", "psutil", "memsafe_fix.engine")
+    code = f"import sys, memsafe_fix.pytest_plugin; print([m for m in {heavy!r} if m in sys.modules])"
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert completed.stdout.strip() == "[]", completed.stderr
+
+
+def test_autoloaded_and_inactive_without_its_options(tmp_path: Path) -> None:
+    help_text = run_pytest(tmp_path, {}, "--help").stdout
+    assert "--memsafe-report" in help_text and "--memsafe-gc" in help_text
+
+    completed = run_pytest(tmp_path, KEEP_SUITE)
+    assert "memsafe memory report" not in completed.stdout and "memsafe:" not in completed.stdout
+    assert summary_lines(completed) == [
+        ("FAILED", "test_keep.py::TestKeep::test_b"),
+        ("FAILED", "test_keep.py::test_heap_is_frozen_between_tests"),
+    ]
+
+
+@pytest.mark.parametrize("xdist", [(), XDIST], ids=["serial", "xdist"])
+def test_gc_frees_state_kept_on_self_and_freezes(tmp_path: Path, xdist: tuple[str, ...]) -> None:
+    completed = run_pytest(tmp_path, KEEP_SUITE, "--memsafe-gc", *xdist)
+    assert completed.returncode == 0, completed.stdout
+    assert "3 passed" in completed.stdout
+
+
+def test_gc_reclaims_frozen_module_scoped_garbage_after_each_file(tmp_path: Path) -> None:
+    suite = {
+        "shared.py": "REFS = []\n",
+        "test_a.py": """\
+            import weakref
+            from unittest.mock import MagicMock
+
+            import pytest
+
+            import shared
+
+
+            @pytest.fixture(scope="module")
+            def resource():
+                resource = MagicMock()
+                resource.connect()  # a child mock: parent and child form a reference cycle
+                shared.REFS.append(weakref.ref(resource))
+                yield resource
+
+
+            def test_1(resource):
+                pass
+
+
+            def test_2(resource):
+                pass
+            """,
+        "test_b.py": """\
+            import shared
+
+
+            def test_previous_files_fixture_is_freed():
+                assert shared.REFS[0]() is None
+            """,
+    }
+    # The fixture's mock is alive, so frozen, after test_1; torn down after test_2. Only an
+    # unfreeze before the next collection lets the collector free it.
+    completed = run_pytest(tmp_path, suite, "--memsafe-gc")
+    assert completed.returncode == 0, completed.stdout
+
+
+def test_gc_keeps_other_shapes_working_and_leaves_testcases_alone(tmp_path: Path) -> None:
+    without = run_pytest(tmp_path, SHAPES_SUITE, "-s")
+    with_gc = run_pytest(tmp_path, SHAPES_SUITE, "-s", "--memsafe-gc")
+    for completed in (without, with_gc):
+        assert completed.returncode == 0, completed.stdout
+        assert "6 passed" in completed.stdout
+    # pytest itself drops each TestCase at teardown, so there is nothing left to release, and
+    # the plugin builds no extra TestCase instances.
+    counts = re.compile(r"TESTCASES_CREATED=\d+ TESTCASE_STATE_ALIVE=0")
+    assert counts.search(without.stdout)
+    assert counts.search(without.stdout)[0] == counts.search(with_gc.stdout)[0]
+
+
+def test_report_table_lists_workers_controller_and_top_tests(tmp_path: Path) -> None:
+    completed = run_pytest(tmp_path, REPORT_SUITE, "--memsafe-report", *XDIST)
+    assert completed.returncode == 0, completed.stdout
+    assert "memsafe memory report" in completed.stdout
+
+    rows = table_rows(completed.stdout)
+    assert list(rows) == ["gw0", "gw1", "controller"]
+    assert sum(tests for _, tests, _ in rows.values()) == REPORT_TESTS
+    assert rows["controller"][1] == 0
+    assert all(10 < peak < 1024 for peak, _, _ in rows.values())
+
+    top = top_tests(completed.stdout)
+    assert len(top) == 10
+    assert [growth for growth, _, _ in top] == sorted((growth for growth, _, _ in top), reverse=True)
+    growth, worker, nodeid = top[0]
+    assert nodeid == "test_big.py::test_big" and growth >= 49
+    peak, _, worker_growth = rows[worker]
+    assert peak >= 50 and worker_growth >= 49
+    other = "gw1" if worker == "gw0" else "gw0"
+    assert rows[other][2] < 20
+
+
+def test_report_without_xdist_has_one_row(tmp_path: Path) -> None:
+    completed = run_pytest(tmp_path, REPORT_SUITE, "--memsafe-report=term")
+    rows = table_rows(completed.stdout)
+    assert list(rows) == ["main"]
+    assert rows["main"][1] == REPORT_TESTS and rows["main"][2] >= 49
+    assert top_tests(completed.stdout)[0][1:] == ("main", "test_big.py::test_big")
+
+
+def test_json_report_schema(tmp_path: Path) -> None:
+    completed = run_pytest(tmp_path, REPORT_SUITE, "--memsafe-report=json:out/memory.json", *XDIST)
+    assert completed.returncode == 0, completed.stdout
+    assert "memory report written to" in completed.stdout
+    assert "largest RSS growth" not in completed.stdout
+
+    report = json.loads((tmp_path / "out" / "memory.json").read_text())
+    assert set(report) == {"version", "rss_source", "processes", "top_tests"}
+    assert report["version"] == 1 and report["rss_source"] in ("/proc/self/statm", "psutil", "getrusage ru_maxrss")
+    assert [process["name"] for process in report["processes"]] == ["gw0", "gw1", "controller"]
+    for process in report["processes"]:
+        assert set(process) == {"name", "peak_rss", "start_rss", "end_rss", "rss_growth", "tests", "error"}
+        assert process["error"] is None
+        assert process["rss_growth"] == process["end_rss"] - process["start_rss"]
+        assert process["peak_rss"] >= max(process["start_rss"], process["end_rss"]) > 10 * MiB
+    assert sum(process["tests"] for process in report["processes"]) == REPORT_TESTS
+
+    top = report["top_tests"]
+    assert len(top) == 10 and all(set(test) == {"nodeid", "process", "rss_growth"} for test in top)
+    assert [test["rss_growth"] for test in top] == sorted((test["rss_growth"] for test in top), reverse=True)
+    assert top[0]["nodeid"] == "test_big.py::test_big" and top[0]["rss_growth"] >= 49 * MiB
+    assert top[0]["process"] in ("gw0", "gw1")
+
+
+def test_json_report_lists_a_crashed_worker(tmp_path: Path) -> None:
+    suite = {
+        "test_crash.py": """\
+            import os
+
+
+            def test_crash():
+                os._exit(3)
+            """,
+        "test_fine.py": """\
+            def test_fine():
+                pass
+            """,
+    }
+    # Plain -n 2: under --dist loadfile xdist re-sends the crashing file to every new worker.
+    completed = run_pytest(tmp_path, suite, "--memsafe-report=json:memory.json", "-n", "2")
+    assert "worker 'gw" in completed.stdout and "crashed" in completed.stdout
+    processes = json.loads((tmp_path / "memory.json").read_text())["processes"]
+    crashed = [process for process in processes if process["error"] is not None]
+    assert len(crashed) == 1 and crashed[0]["name"].startswith("gw")
+    assert crashed[0]["peak_rss"] is None and crashed[0]["tests"] is None
+    assert processes[-1]["name"] == "controller"
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="needs current RSS, not the peak")
+@pytest.mark.parametrize("xdist", [(), XDIST], ids=["serial", "xdist"])
+def test_max_rss_fails_the_tests_that_cross_it(tmp_path: Path, xdist: tuple[str, ...]) -> None:
+    completed = run_pytest(tmp_path, BUDGET_SUITE, f"--memsafe-max-rss={BUDGET}", *xdist)
+    assert completed.returncode == 1
+    assert summary_lines(completed) == [
+        ("ERROR", "test_budget.py::test_big_1"),
+        ("ERROR", "test_budget.py::test_big_2"),
+    ]
+    assert "ERROR at teardown of test_big_1" in completed.stdout
+    assert re.search(
+        r"memsafe: RSS after this test is 2\d\d\.\d MiB, over the --memsafe-max-rss limit of 150\.0 MiB",
+        completed.stdout,
+    )
+    assert "9 passed, 2 errors" in completed.stdout
+
+
+def test_max_rss_keeps_a_failing_teardowns_own_error(tmp_path: Path) -> None:
+    suite = {
+        "test_teardown.py": """\
+            import pytest
+
+            KEPT = []
+
+
+            @pytest.fixture
+            def broken():
+                yield
+                KEPT.append(b"x" * (200 * 1024 * 1024))
+                raise RuntimeError("teardown broke")
+
+
+            def test_big(broken):
+                pass
+            """
+    }
+    completed = run_pytest(tmp_path, suite, f"--memsafe-max-rss={BUDGET}")
+    assert summary_lines(completed) == [("ERROR", "test_teardown.py::test_big")]
+    assert "RuntimeError: teardown broke" in completed.stdout
+    assert "over the --memsafe-max-rss limit" in completed.stdout
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("--memsafe-max-rss=lots", "argument --memsafe-max-rss: 'lots' is not a positive size"),
+        ("--memsafe-max-rss=0", "argument --memsafe-max-rss: '0' is not a positive size"),
+        ("--memsafe-report=html", "argument --memsafe-report: expected no value, 'term' or 'json:PATH'"),
+    ],
+)
+def test_bad_values_are_usage_errors(tmp_path: Path, option: str, message: str) -> None:
+    completed = run_pytest(tmp_path, {}, option)
+    assert completed.returncode == pytest.ExitCode.USAGE_ERROR
+    assert message in completed.stderr
+
+
+def test_explicit_p_option_works_alongside_the_entry_point(tmp_path: Path) -> None:
+    completed = run_pytest(tmp_path, REPORT_SUITE, "-p", "memsafe_fix.pytest_plugin", "--memsafe-report")
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert list(table_rows(completed.stdout)) == ["main"]
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("1048576", MiB),
+        ("500M", 500 * MiB),
+        ("1.5G", 1536 * MiB),
+        ("800MiB", 800 * MiB),
+        ("64kb", 64 * 1024),
+        ("2 g", 2048 * MiB),
+        ("1T", 1024**4),
+        ("100B", 100),
+    ],
+)
+def test_parse_size(text: str, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "M", "-5M", "5X", "1.5.2G", "5 MiBs", "5iB", "0.0001K"])
+def test_parse_size_rejects(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="not a positive size"):
+        parse_size(text)
+
+
+@pytest.mark.parametrize("text", ["tests", "json:", "json", "term:x"])
+def test_parse_report_target_rejects(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="expected no value"):
+        parse_report_target(text)
