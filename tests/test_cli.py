@@ -10,10 +10,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from cli_runner import invoke
 
 from memsafe_fix import __version__
-from memsafe_fix.cli import app
 
 MOCK_CLASS = textwrap.dedent(
     """\
@@ -51,16 +50,6 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "tests").mkdir()
     monkeypatch.chdir(tmp_path)
     return tmp_path
-
-
-def invoke(*args: str):
-    try:  # Click < 8.2 mixes stderr into stdout unless told not to; 8.2 always separates them.
-        runner = CliRunner(mix_stderr=False)
-    except TypeError:
-        runner = CliRunner()
-    result = runner.invoke(app, list(args))
-    result.everything = result.stdout + result.stderr  # .output differs between Click versions
-    return result
 
 
 def test_check_lists_findings_and_exits_1(project: Path) -> None:

@@ -11,7 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from cli_runner import invoke
 
 from memsafe_fix.analysis.pytest_config import (
     Dependencies,
@@ -21,7 +21,7 @@ from memsafe_fix.analysis.pytest_config import (
     strict_markers,
     xdist_disabled,
 )
-from memsafe_fix.cli import app, rule_documentation
+from memsafe_fix.cli import rule_documentation
 from memsafe_fix.config import PytestConfig, find_pytest_config
 from memsafe_fix.rules import PROJECT_RULES
 
@@ -62,16 +62,6 @@ def make(root: Path, files: dict[str, str]) -> Path:
 def cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     return tmp_path
-
-
-def invoke(*args: str):
-    try:  # Click < 8.2 mixes stderr into stdout unless told not to; 8.2 always separates them.
-        runner = CliRunner(mix_stderr=False)
-    except TypeError:
-        runner = CliRunner()
-    result = runner.invoke(app, list(args))
-    result.everything = result.stdout + result.stderr
-    return result
 
 
 def doctor_lines(result) -> list[str]:
