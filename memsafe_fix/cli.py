@@ -203,8 +203,9 @@ def _run(paths: list[Path], mode: Mode, config: Optional[Path], options: "Output
         fixes.extend((result.display, f) for f in result.fixed)
         findings += len(result.findings)
         fixable += sum(f.fixable for f in result.findings)
-        # --diff and --write show what they leave behind; --check shows everything.
-        reported.extend((result.display, f) for f in result.findings if mode is Mode.CHECK or not f.fixable)
+        # --check shows everything, --write what it leaves behind, --diff only diffs.
+        if mode is not Mode.DIFF:
+            reported.extend((result.display, f) for f in result.findings if mode is Mode.CHECK or not f.fixable)
 
     for job, result in zip(jobs, with_progress(run(jobs), len(jobs))):
         doctor.add(job.path, result)
@@ -221,8 +222,8 @@ def _run(paths: list[Path], mode: Mode, config: Optional[Path], options: "Output
     if mode is Mode.CHECK:
         summary, outcome = check_summary(findings, fixable, len(jobs)), EXIT_FINDINGS if findings else EXIT_CLEAN
     elif mode is Mode.DIFF:
-        # A dry run with nothing to say stays silent.
-        summary = diff_summary(fixed, changed, findings) if changed or findings else ""
+        # A dry run with nothing to change stays silent (findings without a fix are --check's).
+        summary = diff_summary(fixed, changed, findings) if changed else ""
         outcome = EXIT_FINDINGS if changed else EXIT_CLEAN
     else:
         summary, outcome = write_summary(fixed, changed, findings), EXIT_FINDINGS if findings else EXIT_CLEAN
@@ -264,7 +265,9 @@ def _run_stdin(path: Path, mode: Mode, config: Optional[Path], options: "Output"
         sys.stdout.buffer.write(result.output)
         sys.stdout.flush()
     sys.stdout.write(result.diff)
-    reported = [(result.display, f) for f in result.findings if mode is Mode.CHECK or not f.fixable]
+    reported = [
+        (result.display, f) for f in result.findings if mode is Mode.CHECK or mode is Mode.WRITE and not f.fixable
+    ]
     _print_findings(reported, options, to_stderr=mode is not Mode.CHECK)
     if options.exit_zero:
         return EXIT_CLEAN
