@@ -249,37 +249,53 @@ class TargetResolver:
         return self.member(holder, name, depth)
 
     def _class_member(self, cls: Def, name: str, depth: int) -> Symbol:
-        found = self._class_lookup(cls, name, depth, set())
-        return found if found is not None else Unknown(f"no `{name}` in class `{cls.name}`")
+        """``name`` looked up on a class along its method resolution order."""
+        for klass in self._mro(cls, depth):
+            if isinstance(klass, Unknown):
+                return klass  # a base that cannot be read could define ``name`` first
+            bindings = _alternatives(klass.module.bindings(klass.node.body).get(name, []))
+            if len(bindings) > 1:
+                return Unknown(f"`{name}` is bound more than once in class `{klass.name}`")
+            if bindings:
+                binding = bindings[0]
+                if isinstance(binding, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                    return klass.module.def_of(binding)
+                return Unknown(f"`{klass.name}.{name}` is assigned")
+        return Unknown(f"no `{name}` in class `{cls.name}`")
 
-    def _class_lookup(self, cls: Def, name: str, depth: int, seen: set[int]) -> Optional[Symbol]:
-        """``name`` looked up on a class: its own body, then its bases depth-first, left to
-        right; None when it is defined nowhere. A base that cannot be found could define
-        ``name`` first, so it makes the answer unknown."""
-        seen.add(id(cls))
-        bindings = _alternatives(cls.module.bindings(cls.node.body).get(name, []))
-        if len(bindings) > 1:
-            return Unknown(f"`{name}` is bound more than once in class `{cls.name}`")
-        if bindings:
-            binding = bindings[0]
-            if isinstance(binding, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-                return cls.module.def_of(binding)
-            return Unknown(f"`{cls.name}.{name}` is assigned")
+    def _mro(self, cls: Def, depth: int) -> list[Union[Def, Unknown]]:
+        """The method resolution order as far as the source shows it: Python's C3
+        linearization of the bases found. A base that cannot be found ends it (as an
+        ``Unknown``); with several bases, one unknown anywhere above makes the order unknown
+        after the first base, since its hidden bases could reorder the rest."""
+        if depth > MAX_DEPTH:
+            return [cls, Unknown(f"the bases of `{cls.name}` go too deep")]
+        bases: list[Union[Def, Unknown]] = []
         for base in cls.node.bases:
             qualified = cls.module.imports.qualify(base)
             if qualified in PLAIN_BASES or (isinstance(base, ast.Name) and _is_builtin(base.id, cls.module)):
                 continue
             if isinstance(base, ast.Subscript) and cls.module.imports.qualify(base.value) in PLAIN_BASES:
                 continue
-            resolved = self.member_path(base, cls.module) if depth <= MAX_DEPTH else Unknown("too deep")
-            if not isinstance(resolved, Def) or not resolved.is_class:
-                return Unknown(f"base `{ast.unparse(base)}` of `{cls.name}` not found")
-            if id(resolved) in seen:
-                continue
-            found = self._class_lookup(resolved, name, depth + 1, seen)
-            if found is not None:
-                return found
-        return None
+            resolved = self.member_path(base, cls.module)
+            found = isinstance(resolved, Def) and resolved.is_class and resolved is not cls
+            bases.append(resolved if found else Unknown(f"base `{ast.unparse(base)}` of `{cls.name}` not found"))
+        if len(bases) == 1:
+            only = bases[0]
+            return [cls, only] if isinstance(only, Unknown) else [cls, *self._mro(only, depth + 1)]
+        orders: list[list[Def]] = []
+        for base in bases:
+            order = [base] if isinstance(base, Unknown) else self._mro(base, depth + 1)
+            unknown = next((k for k in order if isinstance(k, Unknown)), None)
+            if unknown is not None:
+                # Python's order always starts with the class and its first base's own body.
+                first = bases[0]
+                return [cls, unknown] if isinstance(first, Unknown) else [cls, first, unknown]
+            orders.append(order)  # type: ignore[arg-type]
+        merged = _c3_merge([*orders, bases])  # type: ignore[list-item]
+        if merged is None:
+            return [cls, Unknown(f"the bases of `{cls.name}` have no consistent order")]
+        return [cls, *merged]
 
     # --- expressions in test code ----------------------------------------------------------
 
@@ -387,6 +403,23 @@ def _import_target(statement: Union[ast.Import, ast.ImportFrom], name: str) -> s
     module = "." * statement.level + (statement.module or "")
     alias = next(a for a in statement.names if (a.asname or a.name) == name)
     return f"{module}{'' if module.endswith('.') else '.'}{alias.name}"
+
+
+def _c3_merge(sequences: list[list[Def]]) -> Optional[list[Def]]:
+    """C3's merge: repeatedly take the first head that is in no other sequence's tail."""
+    sequences = [list(sequence) for sequence in sequences if sequence]
+    merged: list[Def] = []
+    while sequences:
+        head = next(
+            (s[0] for s in sequences if not any(s[0] is other for rest in sequences for other in rest[1:])),
+            None,
+        )
+        if head is None:
+            return None
+        merged.append(head)
+        sequences = [s[1:] if s[0] is head else s for s in sequences]
+        sequences = [s for s in sequences if s]
+    return merged
 
 
 def _is_builtin(name: str, module: ModuleAnalysis) -> bool:
