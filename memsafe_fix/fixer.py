@@ -193,28 +193,46 @@ class _EditApplier(cst.CSTTransformer):
 
 
 def _separator(whitespace: cst.BaseParenthesizableWhitespace) -> cst.BaseParenthesizableWhitespace:
-    """The whitespace after a comma between items: a line break where the items are one a
-    line, else one space."""
-    return whitespace if isinstance(whitespace, cst.ParenthesizedWhitespace) else cst.SimpleWhitespace(" ")
+    """The whitespace after a comma between items, modelled on ``whitespace``: a line break
+    (without its comment) where the items are one a line, else one space."""
+    if isinstance(whitespace, cst.ParenthesizedWhitespace):
+        return cst.ParenthesizedWhitespace(indent=whitespace.indent, last_line=whitespace.last_line)
+    return cst.SimpleWhitespace(" ")
+
+
+def _split_line_end(
+    whitespace: cst.BaseParenthesizableWhitespace, separator: cst.BaseParenthesizableWhitespace
+) -> tuple[cst.BaseParenthesizableWhitespace, cst.BaseParenthesizableWhitespace]:
+    """Whitespace ending the last item (its comment, the line break, the indentation of the
+    closing bracket) split in two around a new last item: the first keeps the comment and
+    indents like ``separator``, the second closes the bracket as ``whitespace`` did."""
+    if isinstance(whitespace, cst.ParenthesizedWhitespace) and isinstance(separator, cst.ParenthesizedWhitespace):
+        closing = cst.ParenthesizedWhitespace(indent=whitespace.indent, last_line=whitespace.last_line)
+        return whitespace.with_changes(indent=separator.indent, last_line=separator.last_line), closing
+    return separator, whitespace
 
 
 def _add_argument(call: cst.Call, code: str) -> list[cst.Arg]:
     """The call's arguments with ``code`` (``name=value``) appended, in the call's layout: a
-    call written one argument a line gets one more line."""
+    call written one argument a line gets one more line, comments stay where they were."""
     new = cst.parse_expression(f"f({code})").args[0]  # type: ignore[attr-defined]
     args = list(call.args)
     if not args:
         return [new]
     last = args[-1]
-    between = args[-2].comma.whitespace_after if len(args) > 1 else call.whitespace_before_args  # type: ignore[union-attr]
-    if isinstance(last.comma, cst.Comma):
-        # A trailing comma stays trailing, with the line break before ``)`` that follows it.
-        args[-1] = last.with_changes(comma=cst.Comma(whitespace_after=_separator(between)))
-        return [*args, new.with_changes(comma=last.comma)]
+    previous = args[-2].comma.whitespace_after if len(args) > 1 else call.whitespace_before_args  # type: ignore[union-attr]
+    separator = _separator(previous)
+    if isinstance(last.comma, cst.Comma):  # a trailing comma stays trailing
+        before, closing = _split_line_end(last.comma.whitespace_after, separator)
+        args[-1] = last.with_changes(comma=last.comma.with_changes(whitespace_after=before))
+        return [*args, new.with_changes(comma=cst.Comma(whitespace_after=closing))]
+    before, closing = _split_line_end(last.whitespace_after_arg, separator)
+    if isinstance(before, cst.SimpleWhitespace):
+        before = separator  # ``f(a )``: the space after the comma, not the one before ``)``
     args[-1] = last.with_changes(
-        comma=cst.Comma(whitespace_after=_separator(between)), whitespace_after_arg=cst.SimpleWhitespace("")
+        comma=cst.Comma(whitespace_after=before), whitespace_after_arg=cst.SimpleWhitespace("")
     )
-    return [*args, new.with_changes(whitespace_after_arg=last.whitespace_after_arg)]
+    return [*args, new.with_changes(whitespace_after_arg=closing)]
 
 
 def _import_sort_key(alias: cst.ImportAlias) -> tuple[int, str]:
