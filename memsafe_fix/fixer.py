@@ -261,20 +261,27 @@ def _add_imported_name(body: list[cst.BaseStatement], edit: ImportName) -> list[
             index = len(names)
             if keys == sorted(keys):
                 index = next((i for i, key in enumerate(keys) if key > _import_sort_key(new)), len(names))
-            between = (
-                names[0].comma.whitespace_after
-                if len(names) > 1
-                # type: ignore[union-attr]
-                else (node.lpar.whitespace_after if node.lpar else cst.SimpleWhitespace(" "))
-            )
-            separator = cst.Comma(whitespace_after=_separator(between))
+            previous = names[0].comma.whitespace_after if len(names) > 1 else None  # type: ignore[union-attr]
+            if previous is None:
+                previous = node.lpar.whitespace_after if node.lpar else cst.SimpleWhitespace(" ")
+            separator = _separator(previous)
+            rpar = node.rpar
             if index < len(names):
-                names.insert(index, new.with_changes(comma=separator))
-            else:
+                names.insert(index, new.with_changes(comma=cst.Comma(whitespace_after=separator)))
+            elif isinstance(names[-1].comma, cst.Comma):  # a trailing comma stays trailing
                 last = names[-1]
-                names[-1] = last.with_changes(comma=separator)
-                names.append(new.with_changes(comma=last.comma))
-            body[position] = stmt.with_changes(body=[node.with_changes(names=names)])
+                before, closing = _split_line_end(last.comma.whitespace_after, separator)
+                names[-1] = last.with_changes(comma=last.comma.with_changes(whitespace_after=before))
+                names.append(new.with_changes(comma=cst.Comma(whitespace_after=closing)))
+            else:
+                before, closing = separator, None
+                if rpar is not None:
+                    before, closing = _split_line_end(rpar.whitespace_before, separator)
+                    rpar = rpar.with_changes(whitespace_before=closing)
+                names[-1] = names[-1].with_changes(comma=cst.Comma(whitespace_after=before))
+                names.append(new)
+            node = node.with_changes(names=names, rpar=rpar)
+            body[position] = stmt.with_changes(body=[node])
             return body
     raise FixError(f"`from {edit.module} import ...` not found")
 
