@@ -310,6 +310,15 @@ def rule_documentation(code: str) -> Optional[str]:
 
 
 def main() -> None:
+    try:
+        _main()
+    except BrokenPipeError:
+        # The reader went away (`memsafe-fix rule MSF002 | head`): stop quietly, as cat does.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(EXIT_ERROR)
+
+
+def _main() -> None:
     os.environ.setdefault("PYTHONIOENCODING", "utf-8")
     arguments = sys.argv[1:]
     # `memsafe-fix rule MSF002`, unless "rule" is a path the user wants checked.
