@@ -126,6 +126,25 @@ TRICKY_SUITE = {
                 assert MagicMock()
 
 
+        class DiamondBase:
+            def teardown_method(self, method):
+                pass
+
+
+        class QuietTeardown(DiamondBase):
+            def teardown_method(self):
+                pass
+
+
+        class LoudTeardown(DiamondBase):
+            pass
+
+
+        class TestDiamond(LoudTeardown, QuietTeardown):
+            def test_inherits_quiet_teardown(self):
+                assert MagicMock()
+
+
         class LegacyCase(unittest.TestCase):
             def setUp(self):
                 self.m = MagicMock()

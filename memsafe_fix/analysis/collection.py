@@ -40,13 +40,9 @@ def resolve_bases(cls: Def, module: ModuleAnalysis, _seen: Optional[set[int]] = 
         if name in UNITTEST_CASES:
             info.unittest = True
             continue
-        if name in PLAIN_BASES or (
-            isinstance(base, ast.Subscript) and module.imports.qualify(base.value) in PLAIN_BASES
-        ):
+        if _is_plain(base, name, module):
             continue
-        found = module.module_classes.get(base.id) if isinstance(base, ast.Name) else None
-        if found is None and name is not None and name != getattr(base, "id", None):
-            found = imported_class(module, name)
+        found = _find_base(base, name, module)
         if found is None:
             info.unknown.append(ast.unparse(base))
             continue
@@ -58,7 +54,64 @@ def resolve_bases(cls: Def, module: ModuleAnalysis, _seen: Optional[set[int]] = 
         info.unittest |= inner.unittest
         info.known += inner.known
         info.unknown += inner.unknown
+    if _seen is None and not info.unknown and len(info.known) > 1:
+        # All found: list them in the order Python looks methods up in (a diamond's shared
+        # base after every class that derives from it), not depth-first.
+        order = _linearization(cls, module, frozenset())
+        if order is not None and {id(d) for d in order[1:]} == {id(d) for d in info.known}:
+            info.known = order[1:]
     return info
+
+
+def _is_plain(base: ast.expr, name: Optional[str], module: ModuleAnalysis) -> bool:
+    """``object``, ``ABC``, ``Generic[T]`` and the like: bases that define no test methods."""
+    return name in PLAIN_BASES or (
+        isinstance(base, ast.Subscript) and module.imports.qualify(base.value) in PLAIN_BASES
+    )
+
+
+def _find_base(base: ast.expr, name: Optional[str], module: ModuleAnalysis) -> Optional[Def]:
+    """The class a base expression names, in this file or in a project module."""
+    found = module.module_classes.get(base.id) if isinstance(base, ast.Name) else None
+    if found is None and name is not None and name != getattr(base, "id", None):
+        found = imported_class(module, name)
+    return found
+
+
+def _linearization(cls: Def, module: ModuleAnalysis, inside: frozenset[int]) -> Optional[list[Def]]:
+    """``cls`` and its bases in C3 order, or None if a base is not found (or the bases loop)."""
+    if id(cls) in inside:
+        return None
+    orders: list[list[Def]] = []
+    for base in cls.node.bases:
+        name = module.imports.qualify(base)
+        if name in UNITTEST_CASES or _is_plain(base, name, module):
+            continue
+        found = _find_base(base, name, module)
+        order = _linearization(found, found.module, inside | {id(cls)}) if found is not None else None
+        if order is None:
+            return None
+        orders.append(order)
+    merged = c3_merge([*orders, [order[0] for order in orders]])
+    return None if merged is None else [cls, *merged]
+
+
+def c3_merge(sequences: list[list[Def]]) -> Optional[list[Def]]:
+    """C3's merge (Python's method resolution order): repeatedly take the first head that is
+    in no other sequence's tail; None when there is no consistent order."""
+    sequences = [list(sequence) for sequence in sequences if sequence]
+    merged: list[Def] = []
+    while sequences:
+        head = next(
+            (s[0] for s in sequences if not any(s[0] is other for rest in sequences for other in rest[1:])),
+            None,
+        )
+        if head is None:
+            return None
+        merged.append(head)
+        sequences = [s[1:] if s[0] is head else s for s in sequences]
+        sequences = [s for s in sequences if s]
+    return merged
 
 
 def is_unittest_class(cls: Def, module: ModuleAnalysis) -> bool:

@@ -19,7 +19,7 @@ from enum import Enum
 from functools import cached_property
 from typing import Optional, Union
 
-from memsafe_fix.analysis.collection import fixture_name, has_own_yield, is_fixture
+from memsafe_fix.analysis.collection import c3_merge, fixture_name, has_own_yield, is_fixture
 from memsafe_fix.analysis.imports import PLAIN_BASES
 from memsafe_fix.analysis.module import Def, ModuleAnalysis
 from memsafe_fix.analysis.project import conftests, find_module, load_module
@@ -292,7 +292,7 @@ class TargetResolver:
                 first = bases[0]
                 return [cls, unknown] if isinstance(first, Unknown) else [cls, first, unknown]
             orders.append(order)  # type: ignore[arg-type]
-        merged = _c3_merge([*orders, bases])  # type: ignore[list-item]
+        merged = c3_merge([*orders, bases])  # type: ignore[list-item]
         if merged is None:
             return [cls, Unknown(f"the bases of `{cls.name}` have no consistent order")]
         return [cls, *merged]
@@ -403,23 +403,6 @@ def _import_target(statement: Union[ast.Import, ast.ImportFrom], name: str) -> s
     module = "." * statement.level + (statement.module or "")
     alias = next(a for a in statement.names if (a.asname or a.name) == name)
     return f"{module}{'' if module.endswith('.') else '.'}{alias.name}"
-
-
-def _c3_merge(sequences: list[list[Def]]) -> Optional[list[Def]]:
-    """C3's merge: repeatedly take the first head that is in no other sequence's tail."""
-    sequences = [list(sequence) for sequence in sequences if sequence]
-    merged: list[Def] = []
-    while sequences:
-        head = next(
-            (s[0] for s in sequences if not any(s[0] is other for rest in sequences for other in rest[1:])),
-            None,
-        )
-        if head is None:
-            return None
-        merged.append(head)
-        sequences = [s[1:] if s[0] is head else s for s in sequences]
-        sequences = [s for s in sequences if s]
-    return merged
 
 
 def _is_builtin(name: str, module: ModuleAnalysis) -> bool:
