@@ -265,6 +265,15 @@ ASYNC_SUITE = {
 # their teardown still see it (pytest tears them down before ``teardown_method``).
 RELEASE_SUITE = {
     "pyproject.toml": "",
+    "conftest.py": """\
+        import pytest
+
+
+        @pytest.fixture(autouse=True)
+        def patching(request, monkeypatch):
+            if request.instance is not None:
+                request.instance.patching = monkeypatch  # kombu's style: set, never read later
+        """,
     "test_release.py": """\
         import gc
         import weakref
@@ -295,6 +304,7 @@ RELEASE_SUITE = {
 
             def test_a(self):
                 self.client.send("a")
+                assert self.patching is not None
 
             def test_b(self):
                 self.client.send("b")

@@ -45,8 +45,10 @@ Safe for the class's own code: pytest runs `teardown_method` after the teardowns
 function-scoped fixtures the test requested, and class-scoped fixtures run on another
 instance. Two things could still read `self` later, and both make the finding report-only: a
 subclass in the same file whose `teardown_method` uses `self` after calling
-`super().teardown_method(...)`, and a `conftest.py` that reads `request.instance` (an autouse
-fixture there is torn down after `teardown_method`).
+`super().teardown_method(...)`, and a fixture in the test's module or a `conftest.py` that uses
+`request.instance` in its teardown (after its `yield`, or in a finalizer): autouse fixtures
+there are torn down after `teardown_method`. Setting `request.instance.x` before the `yield`
+is fine.
 """
 
 from __future__ import annotations
@@ -120,12 +122,23 @@ def _uses_self_after_super(cls: Def, module: ModuleAnalysis) -> bool:
     return False
 
 
-def _conftest_reads_instance(module: ModuleAnalysis) -> bool:
-    return any(
-        isinstance(node, ast.Attribute) and node.attr == "instance"
-        for conftest in conftests(module)
-        for node in ast.walk(conftest.tree)
-    )
+def _reads_instance_late(module: ModuleAnalysis) -> Optional[str]:
+    """The module or ``conftest.py`` with a fixture that uses ``request.instance`` in its
+    teardown (after its ``yield``, or in a finalizer): module-level and conftest autouse
+    fixtures are torn down after ``teardown_method``, when the state is gone."""
+    for candidate in [module, *conftests(module)]:
+        for func in candidate.top_level:
+            if func.is_class:
+                continue
+            nodes = list(ast.walk(func.node))
+            uses = [n.lineno for n in nodes if isinstance(n, ast.Attribute) and n.attr == "instance"]
+            if not uses:
+                continue
+            yields = [n.lineno for n in nodes if isinstance(n, (ast.Yield, ast.YieldFrom))]
+            finalizer = any(isinstance(n, ast.Attribute) and n.attr == "addfinalizer" for n in nodes)
+            if finalizer or (yields and max(uses) > min(yields)):
+                return candidate.path.name if candidate.path else candidate.module_name
+    return None
 
 
 def needs_release(cls: Def, context: Context) -> bool:
@@ -150,8 +163,9 @@ def release_blocker(cls: Def, context: Context) -> Optional[str]:
     """Why releasing this class's state is not safe to do automatically, if it is not."""
     if _uses_self_after_super(cls, context.module):
         return "a subclass's `teardown_method` uses `self` after calling this one"
-    if _conftest_reads_instance(context.module):
-        return "a `conftest.py` reads `request.instance`, possibly after `teardown_method`"
+    late = _reads_instance_late(context.module)
+    if late is not None:
+        return f"a fixture in `{late}` uses `request.instance` in its teardown, after `teardown_method`"
     return None
 
 
