@@ -13,6 +13,8 @@ the ``locals`` suite they are test locals. Each suite runs, with
 - none: as generated;
 - seed pattern: every class has ``def teardown_method(self): gc.collect()``;
 - memsafe-fix: a copy rewritten by the ``memsafe-fix --write`` installed next to this Python;
+- release-only: the same with MSF002 and MSF005 ignored: MSF006's teardowns release ``self``
+  state without calling ``gc.collect()``;
 - --memsafe-gc: the unchanged suite, with the plugin's ``--memsafe-gc``.
 
 Prints a Markdown table of the peak RSS of the largest worker (as the workers measure
@@ -103,8 +105,11 @@ PATTERNS = {
     "none": "none",
     "seed": "seed: `teardown_method` with `gc.collect()`",
     "memsafe-fix": "`memsafe-fix --write`",
+    "release-only": "`memsafe-fix --write`, MSF002/MSF005 off (release, no `gc.collect()`)",
     "plugin": "`--memsafe-gc`, files unchanged",
 }
+# memsafe-fix configuration per rewritten variant.
+REWRITES = {"memsafe-fix": "", "release-only": '[tool.memsafe-fix]\nignore = ["MSF002", "MSF005"]\n'}
 
 
 def bigmod() -> str:
@@ -133,14 +138,19 @@ def class_module(suite: str, number: int, tests: int, seed: bool) -> str:
 def write_suite(root: Path, suite: str, total: int, seed: bool) -> None:
     (root / "tests").mkdir(parents=True)
     (root / "pyproject.toml").write_text(PYPROJECT)
+    # Declared, so memsafe-fix's MSF010 may add `--dist loadgroup` (the runs pass it anyway).
+    (root / "requirements-test.txt").write_text("pytest\npytest-xdist\n")
     (root / "bigmod.py").write_text(bigmod())
     for number, start in enumerate(range(0, total, TESTS_PER_CLASS)):
         tests = min(TESTS_PER_CLASS, total - start)
         (root / "tests" / f"test_service_{number:03}.py").write_text(class_module(suite, number, tests, seed))
 
 
-def rewrite_with_memsafe_fix(root: Path) -> str:
-    """Run the installed memsafe-fix on the suite; return its summary line."""
+def rewrite_with_memsafe_fix(root: Path, config: str) -> str:
+    """Run the installed memsafe-fix on the suite, with ``config`` added to its pyproject.toml;
+    return its summary line."""
+    with (root / "pyproject.toml").open("a") as pyproject:
+        pyproject.write(config)
     tool = Path(sys.executable).parent / "memsafe-fix"  # not resolved: the venv's bin directory
     completed = subprocess.run([str(tool), "--write", "tests"], cwd=root, capture_output=True, text=True)
     if completed.returncode not in (0, 1):
@@ -201,10 +211,10 @@ def main() -> None:
         base = out / suite / "none"
         write_suite(base, suite, args.tests, seed=False)
         write_suite(out / suite / "seed", suite, args.tests, seed=True)
-        shutil.copytree(base, out / suite / "memsafe-fix")
-        notes.append(
-            f"memsafe-fix --write on the {suite_label} suite: {rewrite_with_memsafe_fix(out / suite / 'memsafe-fix')}"
-        )
+        for variant, config in REWRITES.items():
+            shutil.copytree(base, out / suite / variant)
+            summary = rewrite_with_memsafe_fix(out / suite / variant, config)
+            notes.append(f"{PATTERNS[variant]} on the {suite_label} suite: {summary}")
         for pattern, pattern_label in PATTERNS.items():
             root = base if pattern == "plugin" else out / suite / pattern
             extra = ["--memsafe-gc"] if pattern == "plugin" else []

@@ -48,19 +48,12 @@ from typing import Iterator, Optional
 
 from memsafe_fix.analysis.collection import resolve_bases
 from memsafe_fix.analysis.module import Def
-from memsafe_fix.edits import AppendStatements, Finding, Fix, InsertMethod
+from memsafe_fix.edits import AppendStatements, Finding, Fix
 from memsafe_fix.rules.base import Context, Rule
 from memsafe_fix.rules.release_state import RELEASE, ReleaseState, needs_release, release_blocker
+from memsafe_fix.rules.teardown import new_teardown
 
 GC_COLLECT = "gc.collect"
-
-
-def _takes_method(func: Def) -> bool:
-    """Whether pytest passes ``method`` to this teardown: it counts positional parameters
-    beyond ``self`` (a staticmethod has no ``self``)."""
-    args = func.node.args
-    static = any(isinstance(d, ast.Name) and d.id == "staticmethod" for d in func.node.decorator_list)
-    return len(args.posonlyargs) + len(args.args) + static >= 2
 
 
 class GcTeardown(Rule):
@@ -154,37 +147,23 @@ class GcTeardown(Rule):
     ) -> Finding:
         collect, imports = context.spell(GC_COLLECT)
         # MSF006: the teardown written here also releases what the tests keep on ``self``.
-        release = f"{RELEASE}\n    " if self._releases(context, cls, unittest) else ""
+        release = f"{RELEASE}\n" if self._releases(context, cls, unittest) else ""
         if own is not None:
             if isinstance(own.node, ast.AsyncFunctionDef):
                 message = f"`async def {name}` of `{cls.name}` is never awaited by pytest; make it a plain `def`"
                 return context.finding(self.code, own.node, message)
             self._plan_release(context, cls, release)
-            fix = Fix((AppendStatements(own.index, f"{release}{collect}()\n".replace("\n    ", "\n")),), imports)
+            fix = Fix((AppendStatements(own.index, f"{release}{collect}()\n"),), imports)
             return context.finding(self.code, own.node, f"`{name}` of `{cls.name}` does not call `gc.collect()`", fix)
-        if unittest:
-            body = f"super().tearDown()\n    {collect}()"
-            signature = "self"
-        elif inherited is not None:
-            passes_method = _takes_method(inherited)
-            signature = "self, method" if passes_method else "self"
-            body = f"super().teardown_method({'method' if passes_method else ''})\n    {release}{collect}()"
-        elif unknown_bases:
+        if unknown_bases and not unittest and inherited is None:
             message = (
                 f"cannot tell whether base `{unknown_bases[0]}` of `{cls.name}` defines `{name}`; "
                 f"add one that calls `super().{name}(...)` and then `gc.collect()`"
             )
             return context.finding(self.code, cls.node, message)
-        else:
-            signature, body = "self", f"{release}{collect}()"
         self._plan_release(context, cls, release)
-        methods = cls.methods()
-        anchor = methods.get("setUp" if unittest else "setup_method")
-        anchor = anchor if anchor is not None and anchor.direct else None
-        fix = Fix(
-            (InsertMethod(cls.index, anchor.index if anchor else None, f"def {name}({signature}):\n    {body}\n"),),
-            imports,
-        )
+        statements = [RELEASE] if release else []
+        fix = Fix((new_teardown(cls, inherited, [*statements, f"{collect}()"], unittest),), imports)
         if orphaned and not context.needs_pattern(cls):
             message = (
                 f"nested test class `{cls.name}` needs its own `teardown_method`: pytest runs the "

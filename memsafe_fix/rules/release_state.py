@@ -61,9 +61,9 @@ from memsafe_fix.analysis.module import Def, ModuleAnalysis
 from memsafe_fix.analysis.project import conftests
 from memsafe_fix.edits import AppendStatements, Finding, Fix
 from memsafe_fix.rules.base import Context, Rule
+from memsafe_fix.rules.teardown import TEARDOWN, new_teardown
 
 RELEASE = "self.__dict__.clear()"
-TEARDOWN = "teardown_method"
 
 
 def _self_attribute(node: ast.AST) -> Optional[str]:
@@ -208,4 +208,13 @@ class ReleaseState(Rule):
                 context.releasing.add(cls.index)
                 yield context.finding(self.code, own.node, message, fix)
             else:
-                yield context.finding(self.code, cls.node, f"{message}; add a `teardown_method` that clears it")
+                # MSF002 is off (or leaves this class alone): a teardown that only releases.
+                bases = resolve_bases(cls, context.module)
+                inherited = next((b.methods()[TEARDOWN] for b in bases.known if TEARDOWN in b.methods()), None)
+                if inherited is None and bases.unknown:
+                    hint = f"cannot tell whether base `{bases.unknown[0]}` defines `{TEARDOWN}`"
+                    yield context.finding(self.code, cls.node, f"{message}; add a `{TEARDOWN}` that clears it ({hint})")
+                    continue
+                context.releasing.add(cls.index)
+                fix = Fix((new_teardown(cls, inherited, [RELEASE]),))
+                yield context.finding(self.code, cls.node, message, fix)
