@@ -5,7 +5,9 @@ Makes the teardown of a pytest-style test class release the instance's state bef
 `gc.collect()`: `self.__dict__.clear()` drops every attribute the test stored on `self` (in
 `setup_method`, the tests, helpers or function-scoped fixtures). The teardown MSF002 writes
 or extends gets the line; an existing teardown that already calls `gc.collect()` gets it
-inserted before that call.
+inserted before that call. With MSF002 turned off (`ignore = ["MSF002"]`, for suites where a
+per-test `gc.collect()` costs too much), a class without a teardown gets one that only
+releases, calling the inherited teardown first.
 
 Left alone: classes that store nothing on `self`, teardowns that already release state
 (`self.__dict__.clear()`, `vars(self).clear()`, or `del self.x` / `self.x = None` for every
