@@ -159,13 +159,11 @@ class TargetResolver:
         """A project decorator written as ``@wraps(func) async def wrapper`` (or a factory
         returning such a decorator): it keeps an ``async def`` a coroutine function."""
         factory = isinstance(decorator, ast.Call)
-        func = self.member_path(decorator.func if isinstance(decorator, ast.Call) else decorator, module)
+        func = self.member_path(decorator.func if factory else decorator, module)  # type: ignore[attr-defined]
         if not isinstance(func, Def) or func.is_class:
             return False
-        if factory:
-            inner = _returned_def(func)
-            return inner is not None and _returns_wrapping_async(inner)
-        return _returns_wrapping_async(func)
+        decorating = _returned_def(func) if factory else func
+        return decorating is not None and _returns_wrapping_async(decorating)
 
     # --- names -----------------------------------------------------------------------------
 
@@ -207,7 +205,7 @@ class TargetResolver:
             return Unknown(f"`{name}` is bound more than once in `{module.module_name}`")
         if bindings:
             return self._bound(bindings[0], module, name, depth)
-        for star in module.star_imports:
+        for star in reversed(module.star_imports):  # a later ``import *`` wins
             source = self._module(star, module)
             if (
                 isinstance(source, ModuleAnalysis)
