@@ -17,7 +17,10 @@ Makes every test class that uses mocks (every test class with `scope = "all"`) c
 ## Why
 Mocks record every call and build reference cycles; collecting after each test keeps a worker's
 heap from growing with cycles. Note that pytest keeps each test-class *instance* alive until the
-session ends, so mocks stored on `self` survive `gc.collect()`: drop them in the teardown too.
+session ends, so mocks stored on `self` survive `gc.collect()`: MSF006 drops them in the same
+teardown. Each full collection walks the whole heap, which is slow on large suites (kombu's unit
+tests: 74 s unmodified, 7 min with these teardowns); `ignore = ["MSF002", "MSF005"]` keeps
+MSF006's release, which frees the memory, without the per-test collection.
 
 ## Example
 ```python
