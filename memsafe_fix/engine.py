@@ -16,6 +16,7 @@ from typing import Iterator, Optional
 
 import libcst as cst
 
+from memsafe_fix.analysis.index import INDEX_FOLDER
 from memsafe_fix.analysis.markers import registered_markers, used_markers
 from memsafe_fix.analysis.module import ModuleAnalysis
 from memsafe_fix.analysis.project import first_party_names
@@ -222,5 +223,11 @@ def run(jobs: list[Job]) -> Iterator[FileResult]:
     if len(jobs) < PARALLEL_THRESHOLD or workers == 1:
         yield from map(process, jobs)
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        yield from pool.map(process, jobs, chunksize=max(1, len(jobs) // (workers * 8)))
+    # The workers share one index of the modules the files import (see ``analysis/index.py``).
+    with tempfile.TemporaryDirectory(prefix="memsafe-fix-index-") as index:
+        os.environ[INDEX_FOLDER] = index
+        try:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                yield from pool.map(process, jobs, chunksize=max(1, len(jobs) // (workers * 8)))
+        finally:
+            del os.environ[INDEX_FOLDER]

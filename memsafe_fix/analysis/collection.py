@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from memsafe_fix.analysis.imports import PLAIN_BASES, UNITTEST_CASES
-from memsafe_fix.analysis.module import Def, ModuleAnalysis
+from memsafe_fix.analysis.module import Def, ModuleAnalysis, yields
 from memsafe_fix.analysis.project import imported_class
 
 
@@ -197,11 +197,4 @@ def fixture_name(func: Def, module: ModuleAnalysis) -> str:
 
 def has_own_yield(func: Def) -> bool:
     """Whether the function body itself (not a nested function) contains ``yield``."""
-    stack: list[ast.AST] = list(func.node.body)
-    while stack:
-        node = stack.pop()
-        if isinstance(node, (ast.Yield, ast.YieldFrom)):
-            return True
-        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
-            stack.extend(ast.iter_child_nodes(node))
-    return False
+    return not func.is_class and yields(func.node)  # type: ignore[arg-type]

@@ -272,3 +272,15 @@ def _self_assignments(cls: Def) -> dict[str, list[ast.expr]]:
                 ):
                     found.setdefault(target.attr, []).append(value)
     return found
+
+
+def yields(function: Union[ast.FunctionDef, ast.AsyncFunctionDef]) -> bool:
+    """Whether the function's own body (not a function nested in it) contains ``yield``."""
+    stack: list[ast.AST] = list(function.body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.Yield, ast.YieldFrom)):
+            return True
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            stack.extend(ast.iter_child_nodes(node))
+    return False

@@ -8,6 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Optional
 
+from memsafe_fix.analysis.index import load_tree
 from memsafe_fix.analysis.module import Def, ModuleAnalysis
 from memsafe_fix.config import Settings
 
@@ -110,12 +111,13 @@ def find_module(dotted: str, importer: Path, settings: Settings, installed: bool
 
 @lru_cache(maxsize=None)
 def load_module(path: Path, settings: Settings) -> Optional[ModuleAnalysis]:
-    """A module's analysis, parsed once per run (and per worker process)."""
+    """An imported module's analysis, from its trimmed tree (see ``index.py``): parsed once per
+    run, and kept here for every file this process handles."""
     try:
-        source = path.read_text(encoding="utf-8")
-        return ModuleAnalysis(source, settings, path.stem if path.name != "__init__.py" else path.parent.name, path)
+        tree = load_tree(path)
     except (OSError, UnicodeDecodeError, SyntaxError, ValueError):
         return None
+    return ModuleAnalysis("", settings, path.stem if path.name != "__init__.py" else path.parent.name, path, tree)
 
 
 def imported_class(module: ModuleAnalysis, qualified: str, _depth: int = 0) -> Optional[Def]:

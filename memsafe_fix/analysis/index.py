@@ -1,0 +1,81 @@
+"""The index of imported modules, shared by every worker process of a run.
+
+The modules test files import (to resolve base classes and ``patch`` targets) are parsed with
+``ast`` once per run: the first process that needs one stores its trimmed tree in the run's
+index folder (``engine.run`` creates it for a parallel run), where the other processes load it.
+Trimming drops what no rule reads in an imported module, the bodies of plain functions, which
+also makes loading a stored tree several times faster than parsing the source again. Kept:
+module and class bodies, signatures and decorators, whether a function yields, the bodies of
+functions that define functions (decorators, fixture factories) and of teardown methods; a
+``conftest.py`` is kept whole, since its fixtures' bodies are read. Every process trims the
+same way, whether the index folder is there or not, so results never depend on it.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import os
+import pickle
+import sys
+import tempfile
+from pathlib import Path
+from typing import Union
+
+from memsafe_fix.analysis.module import yields
+
+# Set by ``engine.run`` for its worker processes: the folder of the run's shared index.
+INDEX_FOLDER = "MEMSAFE_FIX_INDEX"
+# Methods whose bodies the rules read in imported base classes (MSF002, MSF006).
+KEPT_BODIES = frozenset({"teardown_method", "tearDown"})
+
+FunctionNode = Union[ast.FunctionDef, ast.AsyncFunctionDef]
+
+
+def load_tree(path: Path) -> ast.Module:
+    """The trimmed tree of the module at ``path``. Raises ``OSError``, ``UnicodeDecodeError``,
+    ``SyntaxError`` or ``ValueError`` for a file that cannot be read or parsed."""
+    folder = os.environ.get(INDEX_FOLDER)
+    entry = Path(folder) / f"{_key(path)}.pickle" if folder else None
+    if entry is not None and entry.is_file():
+        try:
+            tree = pickle.loads(entry.read_bytes())
+            if isinstance(tree, ast.Module):
+                return tree
+        except (OSError, pickle.UnpicklingError, EOFError, AttributeError, TypeError):
+            pass  # being written by another process, or damaged: parse it here
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    if path.name != "conftest.py":
+        tree = _Trimmer().visit(tree)
+    if entry is not None:
+        _store(entry, tree)
+    return tree
+
+
+def _key(path: Path) -> str:
+    stat = path.stat()
+    identity = f"{path.resolve()}\0{stat.st_mtime_ns}\0{stat.st_size}\0{sys.version_info[:2]}"
+    return hashlib.sha1(identity.encode()).hexdigest()
+
+
+def _store(entry: Path, tree: ast.Module) -> None:
+    """Write atomically, so another process never loads half a tree."""
+    try:
+        fd, temporary = tempfile.mkstemp(dir=entry.parent, suffix=".tmp")
+        with os.fdopen(fd, "wb") as handle:
+            pickle.dump(tree, handle, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(temporary, entry)
+    except OSError:
+        pass  # the index is an optimisation: a process that cannot write it parses again
+
+
+class _Trimmer(ast.NodeTransformer):
+    def visit_FunctionDef(self, node: FunctionNode) -> FunctionNode:
+        if node.name in KEPT_BODIES or any(isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef)) for s in node.body):
+            return self.generic_visit(node)  # type: ignore[return-value]
+        # A body that yields stays a generator body: MSF004 tells async generators apart.
+        stand_in = ast.Expr(ast.Yield(None)) if yields(node) else ast.Pass()
+        node.body = [ast.fix_missing_locations(ast.copy_location(stand_in, node.body[0]))]
+        return node
+
+    visit_AsyncFunctionDef = visit_FunctionDef  # type: ignore[assignment]
