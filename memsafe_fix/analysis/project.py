@@ -53,14 +53,14 @@ def first_party_names(directory: Path) -> frozenset[str]:
     return frozenset().union(*(_module_names(folder) for folder in folders))
 
 
-def _module_file(dotted: str, importer: Path, roots: tuple[Path, ...]) -> Optional[Path]:
-    """The file of module ``dotted`` (``pkg.mod`` or relative ``..mod``) imported from ``importer``,
-    looked up in ``roots`` when it is absolute."""
+def _module_file(dotted: str, folder: Path, roots: tuple[Path, ...]) -> Optional[Path]:
+    """The file of module ``dotted`` (``pkg.mod`` or relative ``..mod``) imported from a file in
+    ``folder``, looked up in ``roots`` when it is absolute."""
     stripped = dotted.lstrip(".")
     level = len(dotted) - len(stripped)
     parts = stripped.split(".") if stripped else []
     if level:
-        base = importer.parent
+        base = folder
         for _ in range(level - 1):
             base = base.parent
         roots = (base,)
@@ -72,13 +72,13 @@ def _module_file(dotted: str, importer: Path, roots: tuple[Path, ...]) -> Option
     return None
 
 
-def _project_roots(importer: Path, settings: Settings) -> tuple[Path, ...]:
+def _project_roots(folder: Path, settings: Settings) -> tuple[Path, ...]:
     """Where the project's own modules are: ``source-roots``, the project root, ``src/``, the
     importing file's folder and the folder above its top-most package."""
-    root = project_root(importer.parent)
+    root = project_root(folder)
     base = settings.root or root
-    configured = tuple(base / folder for folder in settings.source_roots)
-    return (*configured, root, root / "src", importer.parent, package_base(importer.parent))
+    configured = tuple(base / source_root for source_root in settings.source_roots)
+    return (*configured, root, root / "src", folder, package_base(folder))
 
 
 @lru_cache(maxsize=None)
@@ -100,13 +100,14 @@ def installed_roots(root: Path) -> tuple[Path, ...]:
 
 
 @lru_cache(maxsize=None)
-def find_module(dotted: str, importer: Path, settings: Settings, installed: bool = False) -> Optional[Path]:
-    """The source file of module ``dotted`` as imported from the file ``importer``: in the
-    project, and with ``installed`` also among installed packages and the standard library."""
-    roots = _project_roots(importer, settings)
+def find_module(dotted: str, folder: Path, settings: Settings, installed: bool = False) -> Optional[Path]:
+    """The source file of module ``dotted`` as imported from a file in ``folder``: in the
+    project, and with ``installed`` also among installed packages and the standard library.
+    Keyed by folder, so the files of one folder share the answers."""
+    roots = _project_roots(folder, settings)
     if installed:
-        roots += installed_roots(project_root(importer.parent))
-    return _module_file(dotted, importer, roots)
+        roots += installed_roots(project_root(folder))
+    return _module_file(dotted, folder, roots)
 
 
 @lru_cache(maxsize=None)
@@ -129,7 +130,7 @@ def imported_class(module: ModuleAnalysis, qualified: str, _depth: int = 0) -> O
     dotted, name = qualified.rsplit(".", 1)
     if not dotted.strip("."):
         dotted += "" if dotted.endswith(".") else "."
-    path = find_module(dotted, module.path, module.settings)
+    path = find_module(dotted, module.path.parent, module.settings)
     target = load_module(path, module.settings) if path is not None else None
     if target is None:
         return None

@@ -172,7 +172,7 @@ class TargetResolver:
         ``Unknown`` when it cannot be parsed (newer syntax than this Python's, say)."""
         if importer.path is None:
             return None
-        path = find_module(dotted, importer.path, importer.settings, installed=True)
+        path = find_module(dotted, importer.path.parent, importer.settings, installed=True)
         if path is None:
             return None
         found = load_module(path, importer.settings)

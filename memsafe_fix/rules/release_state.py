@@ -56,6 +56,7 @@ is fine.
 from __future__ import annotations
 
 import ast
+from functools import lru_cache
 from typing import Iterator, Optional
 
 from memsafe_fix.analysis.collection import resolve_bases
@@ -129,18 +130,26 @@ def _reads_instance_late(module: ModuleAnalysis) -> Optional[str]:
     teardown (after its ``yield``, or in a finalizer): module-level and conftest autouse
     fixtures are torn down after ``teardown_method``, when the state is gone."""
     for candidate in [module, *conftests(module)]:
-        for func in candidate.top_level:
-            if func.is_class:
-                continue
-            nodes = list(ast.walk(func.node))
-            uses = [n.lineno for n in nodes if isinstance(n, ast.Attribute) and n.attr == "instance"]
-            if not uses:
-                continue
-            yields = [n.lineno for n in nodes if isinstance(n, (ast.Yield, ast.YieldFrom))]
-            finalizer = any(isinstance(n, ast.Attribute) and n.attr == "addfinalizer" for n in nodes)
-            if finalizer or (yields and max(uses) > min(yields)):
-                return candidate.path.name if candidate.path else candidate.module_name
+        if _uses_instance_in_teardown(candidate):
+            return candidate.path.name if candidate.path else candidate.module_name
     return None
+
+
+@lru_cache(maxsize=256)
+def _uses_instance_in_teardown(module: ModuleAnalysis) -> bool:
+    """Cached per module: a conftest is asked about once for every test file below it."""
+    for func in module.top_level:
+        if func.is_class:
+            continue
+        nodes = list(ast.walk(func.node))
+        uses = [n.lineno for n in nodes if isinstance(n, ast.Attribute) and n.attr == "instance"]
+        if not uses:
+            continue
+        yields = [n.lineno for n in nodes if isinstance(n, (ast.Yield, ast.YieldFrom))]
+        finalizer = any(isinstance(n, ast.Attribute) and n.attr == "addfinalizer" for n in nodes)
+        if finalizer or (yields and max(uses) > min(yields)):
+            return True
+    return False
 
 
 def needs_release(cls: Def, context: Context) -> bool:
