@@ -125,16 +125,12 @@ class ModuleAnalysis:
         ]
 
     @cached_property
-    def calls(self) -> list[ast.Call]:
-        """Every call in the file, in no particular order."""
-        return [node for node in ast.walk(self.tree) if isinstance(node, ast.Call)]
-
-    @cached_property
     def call_index(self) -> dict[int, int]:
         """id() of each call -> its position among all calls, ordered by where they start and,
         for calls starting at the same place, outer first: the order LibCST visits them in."""
         calls = sorted(
-            self.calls, key=lambda c: (c.lineno, c.col_offset, -(c.end_lineno or 0), -(c.end_col_offset or 0))
+            (node for node in ast.walk(self.tree) if isinstance(node, ast.Call)),
+            key=lambda c: (c.lineno, c.col_offset, -(c.end_lineno or 0), -(c.end_col_offset or 0)),
         )
         return {id(call): index for index, call in enumerate(calls)}
 

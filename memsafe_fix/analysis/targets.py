@@ -70,12 +70,6 @@ class Instance:
 Symbol = Union[ModuleAnalysis, Def, Instance, Unknown]
 
 
-def _describe(symbol: Union[ModuleAnalysis, Def]) -> str:
-    if isinstance(symbol, ModuleAnalysis):
-        return f"module `{symbol.module_name}`"
-    return f"`{symbol.name}`"
-
-
 class TargetResolver:
     """Resolves ``patch`` targets for one test module."""
 
@@ -114,7 +108,7 @@ class TargetResolver:
         if isinstance(symbol, Instance):
             return Resolution(Verdict.NOT_ASYNC, f"an instance of `{symbol.cls.name}`")
         if isinstance(symbol, ModuleAnalysis):
-            return Resolution(Verdict.NOT_ASYNC, _describe(symbol))
+            return Resolution(Verdict.NOT_ASYNC, f"module `{symbol.module_name}`")
         if symbol.is_class:
             return Resolution(Verdict.NOT_ASYNC, f"class `{symbol.name}`")
         node = symbol.node

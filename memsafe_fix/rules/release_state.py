@@ -129,15 +129,20 @@ def _reads_instance_late(module: ModuleAnalysis) -> Optional[str]:
     """The module or ``conftest.py`` with a fixture that uses ``request.instance`` in its
     teardown (after its ``yield``, or in a finalizer): module-level and conftest autouse
     fixtures are torn down after ``teardown_method``, when the state is gone."""
-    for candidate in [module, *conftests(module)]:
-        if _uses_instance_in_teardown(candidate):
-            return candidate.path.name if candidate.path else candidate.module_name
-    return None
+    if _uses_instance_in_teardown(module):
+        return module.path.name if module.path else module.module_name
+    found = next((c for c in conftests(module) if _conftest_uses_instance_in_teardown(c)), None)
+    return found.path.name if found is not None and found.path else None
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=64)
+def _conftest_uses_instance_in_teardown(conftest: ModuleAnalysis) -> bool:
+    """A conftest is asked about once for every test file below it. Keyed by conftests only
+    (few, and cached by ``load_module`` anyway), so no test file's tree is kept alive."""
+    return _uses_instance_in_teardown(conftest)
+
+
 def _uses_instance_in_teardown(module: ModuleAnalysis) -> bool:
-    """Cached per module: a conftest is asked about once for every test file below it."""
     for func in module.top_level:
         if func.is_class:
             continue
