@@ -248,7 +248,7 @@ def _self_assignments(cls: Def) -> dict[str, list[ast.expr]]:
     for method in cls.children:
         if method.is_class:
             continue
-        for node in ast.walk(method.node):
+        for node in _walk_outside_classes(method.node):
             if isinstance(node, ast.Assign):
                 pairs = [(target, node.value) for target in node.targets]
             elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
@@ -268,6 +268,16 @@ def _self_assignments(cls: Def) -> dict[str, list[ast.expr]]:
                 ):
                     found.setdefault(target.attr, []).append(value)
     return found
+
+
+def _walk_outside_classes(node: ast.AST) -> Iterator[ast.AST]:
+    """``ast.walk`` without the bodies of classes defined inside ``node``: their ``self`` is
+    another object (a helper class written in a test method)."""
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        yield current
+        stack.extend(child for child in ast.iter_child_nodes(current) if not isinstance(child, ast.ClassDef))
 
 
 def yields(function: Union[ast.FunctionDef, ast.AsyncFunctionDef]) -> bool:
