@@ -552,3 +552,31 @@ def test_async_decorators_setting(project: Path) -> None:
     assert "patch of async `shop.client.Client.decorated`" in invoke("--check", "tests").stdout
     (project / "pyproject.toml").write_text("[tool.memsafe-fix]\nasync-decorators = 'x'\n")
     assert "`async-decorators` must be a list of strings" in invoke("tests").everything
+
+
+def test_config_only_pyproject_in_tests_is_not_the_project_root(project: Path) -> None:
+    (project / "pkg").mkdir()
+    (project / "pkg" / "__init__.py").write_text("")
+    (project / "pkg" / "svc.py").write_text("async def fetch():\n    pass\n")
+    (project / "tests" / "pyproject.toml").write_text("[tool.ruff]\nline-length = 100\n")
+    (project / "tests" / "test_svc.py").write_text(
+        textwrap.dedent(
+            """\
+            import os
+            from unittest.mock import patch
+
+            from pkg.svc import fetch
+
+
+            class TestFetch:
+                async def test_fetch(self):
+                    with patch("pkg.svc.fetch"):
+                        assert fetch and os.sep
+            """
+        )
+    )
+    assert invoke("--write", "tests").exit_code == 0
+    written = (project / "tests" / "test_svc.py").read_text()
+    assert 'with patch("pkg.svc.fetch", new_callable=AsyncMock):' in written
+    # pytest is third-party: its own section between the standard library and `pkg`.
+    assert "from unittest.mock import AsyncMock, patch\n\nimport pytest\n\nfrom pkg.svc import fetch\n" in written
