@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from functools import lru_cache
 from pathlib import Path
@@ -12,16 +13,29 @@ from memsafe_fix.analysis.index import load_tree
 from memsafe_fix.analysis.module import Def, ModuleAnalysis
 from memsafe_fix.config import Settings
 
-ROOT_MARKERS = ("pyproject.toml", "setup.py", "setup.cfg", ".git")
+ROOT_MARKERS = ("setup.py", "setup.cfg", ".git", ".hg")
+# The first key of each table header (``[tool.ruff]`` -> ``tool``, ``[[tool.x]]`` too).
+_TABLE_HEADER = re.compile(r"^[ \t]*\[\[?[ \t]*[\"']?([^\].\s\"']+)", re.MULTILINE)
 
 
 @lru_cache(maxsize=None)
 def project_root(directory: Path) -> Path:
-    """The nearest folder holding a ``pyproject.toml``, ``setup.py``/``setup.cfg`` or ``.git``."""
+    """The nearest folder that holds the project: a ``pyproject.toml`` with a table besides
+    ``[tool.*]`` (``[project]``, ``[build-system]``, ``[dependency-groups]``...),
+    ``setup.py``/``setup.cfg``, or a ``.git``/``.hg`` root. A ``pyproject.toml`` with tool
+    settings only (a ``tests/pyproject.toml`` holding ``[tool.ruff]``) is not the project; the
+    nearest one counts only when nothing else is found."""
     for folder in (directory, *directory.parents):
-        if any((folder / marker).exists() for marker in ROOT_MARKERS):
+        if any((folder / marker).exists() for marker in ROOT_MARKERS) or _declares_project(folder / "pyproject.toml"):
             return folder
-    return directory
+    return next((f for f in (directory, *directory.parents) if (f / "pyproject.toml").is_file()), directory)
+
+
+def _declares_project(pyproject: Path) -> bool:
+    try:
+        return any(table != "tool" for table in _TABLE_HEADER.findall(pyproject.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 @lru_cache(maxsize=None)
