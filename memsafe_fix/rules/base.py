@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import io
+import tokenize
 from functools import cached_property
 from typing import TYPE_CHECKING, ClassVar, Iterator, Optional
 
@@ -75,6 +77,14 @@ class Context:
         qualify = (module or self.module).imports.qualify
         return any(isinstance(n, ast.Call) and qualify(n.func) == dotted for n in ast.walk(node))
 
+    def string(self, text: str) -> str:
+        """``text`` as a string literal in the quotes this file uses."""
+        return string_literal(text, self.quote)
+
+    @cached_property
+    def quote(self) -> str:
+        return preferred_quote(self.module.source)
+
     def finding(self, code: str, node: ast.AST, message: str, fix: Optional[Fix] = None) -> Finding:
         line, col = self.module.position(node)
         return Finding(code, line, col, message, fix)
@@ -124,6 +134,24 @@ class ProjectRule:
         return Finding(self.code, position[0], position[1], message, fix)
 
 
-def string_literal(text: str) -> str:
-    """A double-quoted Python string literal, as black and ruff format them."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+def string_literal(text: str, quote: str = '"') -> str:
+    """A Python string literal in ``quote``s (double: black's and ruff's default), in the other
+    quotes when that spares escaping, as those formatters do."""
+    other = "'" if quote == '"' else '"'
+    if quote in text and other not in text:
+        quote = other
+    return quote + text.replace("\\", "\\\\").replace(quote, "\\" + quote) + quote
+
+
+def preferred_quote(source: str) -> str:
+    """``'`` when most one-line string literals in ``source`` use single quotes, else ``"``."""
+    counts = {"'": 0, '"': 0}
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(source).readline):
+            if token.type == tokenize.STRING:
+                body = token.string.lstrip("rRbBuUfF")
+                if body[:3] not in ('"""', "'''"):
+                    counts[body[0]] += 1
+    except (tokenize.TokenError, SyntaxError):
+        pass
+    return "'" if counts["'"] > counts['"'] else '"'

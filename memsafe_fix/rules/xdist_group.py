@@ -49,7 +49,7 @@ from typing import Iterator
 from memsafe_fix.analysis.markers import marker_name, marks_of
 from memsafe_fix.analysis.module import Def
 from memsafe_fix.edits import Finding, Fix, InsertDecorator
-from memsafe_fix.rules.base import Context, Rule, string_literal
+from memsafe_fix.rules.base import Context, Rule
 
 
 def snake_case(name: str) -> str:
@@ -111,6 +111,6 @@ class XdistGroup(Rule):
                 continue
             grouped.add(cls.index)
             mark, imports = context.spell("pytest.mark.xdist_group")
-            decorator = context.call_code(cls, mark, [f"name={string_literal(group_name(cls, context))}"])
+            decorator = context.call_code(cls, mark, [f"name={context.string(group_name(cls, context))}"])
             fix = Fix((InsertDecorator(cls.index, len(cls.node.decorator_list), decorator),), imports)
             yield context.finding(self.code, cls.node, f"test class `{cls.name}` has no `xdist_group` marker", fix)
