@@ -63,6 +63,8 @@ class FileResult:
     # run's fixes are applied (``xdist_group`` too when MSF001 adds it), and those it registers
     # (a conftest's ``config.addinivalue_line("markers", ...)``).
     markers: frozenset[str] = frozenset()
+    # Of those, the ones only this run's fixes add.
+    added_markers: frozenset[str] = frozenset()
     registered: frozenset[str] = frozenset()
 
 
@@ -208,13 +210,14 @@ def process(job: Job, data: Optional[bytes] = None) -> FileResult:
             f"{job.display}:1:1: internal error: {exc}; file left unchanged{chr(10) + detail if detail else ''}"
         )
     result.fixed, result.findings = [], []
-    result.markers = result.registered = frozenset()
+    result.markers = result.registered = result.added_markers = frozenset()
     return result
 
 
 def _note_added_markers(result: FileResult) -> None:
-    if any(f.code == "MSF001" for f in (*result.findings, *result.fixed)):
-        result.markers |= {"xdist_group"}
+    if "xdist_group" not in result.markers and any(f.code == "MSF001" for f in (*result.findings, *result.fixed)):
+        result.added_markers = frozenset({"xdist_group"})
+        result.markers |= result.added_markers
 
 
 def run(jobs: list[Job]) -> Iterator[FileResult]:

@@ -53,6 +53,8 @@ class Resolution:
     verdict: Verdict
     # What the target turned out to be ("async def pkg.mod.f"), or why it is unknown.
     detail: str
+    # The class and method found (``RemoteAgent.fetch_card``), for a method.
+    method: str = ""
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,9 @@ class TargetResolver:
         for decorator in node.decorator_list:
             if not (self._transparent(decorator, symbol.module) or self._wraps_async(decorator, symbol.module)):
                 return Resolution(Verdict.UNKNOWN, f"async def {where} is decorated with `{ast.unparse(decorator)}`")
-        return Resolution(Verdict.ASYNC, f"async def {where}")
+        owner = symbol.parent
+        method = f"{owner.name}.{symbol.name}" if owner is not None and owner.is_class else ""
+        return Resolution(Verdict.ASYNC, f"async def {where}", method)
 
     def _transparent(self, decorator: ast.expr, module: ModuleAnalysis) -> bool:
         """A decorator that returns the function itself (``@wraps(f)`` does), or one the

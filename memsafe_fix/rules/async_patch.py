@@ -201,7 +201,7 @@ class AsyncPatch(Rule):
             if new is None and len(call.args) > patch.new_position:
                 new = call.args[patch.new_position]
             if new is None:
-                yield self._new_callable_finding(context, patch)
+                yield self._new_callable_finding(context, patch, resolution)
             elif isinstance(new, ast.Call) and self._mock_class(new.func, patch, module) in SYNC_MOCKS:
                 yield self._sync_new_finding(context, patch, new)
 
@@ -262,9 +262,11 @@ class AsyncPatch(Rule):
         assert patch.module is not None
         return "AsyncMock", (ImportName(patch.module, "AsyncMock"),)
 
-    def _new_callable_finding(self, context: Context, patch: PatchCall) -> Finding:
+    def _new_callable_finding(self, context: Context, patch: PatchCall, resolution: Resolution) -> Finding:
         call = patch.call
-        message = f"patch of async `{target_text(patch)}` should pass `new_callable=AsyncMock`"
+        # ``patch.object(agent, "fetch_card")`` names the method found, not the local variable.
+        target = resolution.method if patch.is_object and resolution.method else target_text(patch)
+        message = f"patch of async `{target}` should pass `new_callable=AsyncMock`"
         spelling = self._async_mock(context, patch)
         if spelling is None:
             return context.finding(self.code, call, message + " (`AsyncMock` is bound to something else here)")
