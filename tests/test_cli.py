@@ -501,11 +501,11 @@ ASYNC_PROJECT_TEST = textwrap.dedent(
     from shop.client import Client
 
 
-    def test_a():
+    async def test_a():
         with patch.object(Client, "fetch"), patch("shop.client.Client.send_report"):
             pass
-        with patch("shop.client.Client.fetch", new=MagicMock()):
-            pass
+        with patch("shop.client.Client.fetch", new=MagicMock()) as fetch:
+            await fetch()
         with patch("shop.client.missing"), patch("shop.client.Client.decorated"):
             pass
     """
@@ -534,7 +534,7 @@ def test_async_patch_verbose_notes_and_unsafe_fixes(project: Path) -> None:
     safe = invoke("--diff", "tests")
     assert "new=MagicMock()" in safe.stdout.split("+++")[1] and "new=AsyncMock()" not in safe.stdout
     unsafe = invoke("--diff", "--unsafe-fixes", "tests")
-    assert '+    with patch("shop.client.Client.fetch", new=AsyncMock()):' in unsafe.stdout
+    assert '+    with patch("shop.client.Client.fetch", new=AsyncMock()) as fetch:' in unsafe.stdout
     (project / "pyproject.toml").write_text("[tool.memsafe-fix]\nunsafe-fixes = true\n")
     assert invoke("--diff", "tests").stdout == unsafe.stdout
 
