@@ -67,6 +67,9 @@ class Settings:
     mock_factories: tuple[str, ...] = ()
     # Dotted names of decorators that keep an ``async def`` a coroutine function (MSF004).
     async_decorators: tuple[str, ...] = ()
+    # The project's Python (its interpreter or environment folder, relative to the configuration's
+    # folder), whose installed packages MSF004 reads.
+    python: Optional[str] = None
     # Also apply fixes that can change what a test does (MSF004's ``new=AsyncMock(...)``).
     unsafe_fixes: bool = False
     # pytest's collection options, read from the project's pytest configuration.

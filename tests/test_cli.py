@@ -543,7 +543,10 @@ def test_async_decorators_setting(project: Path) -> None:
     (project / "pyproject.toml").write_text("[tool.memsafe-fix]\nasync-decorators = ['shop.deco.retrying']\n")
     (project / "shop").mkdir()
     (project / "shop" / "__init__.py").write_text("")
-    (project / "shop" / "deco.py").write_text("def retrying(f):\n    return f\n")
+    # Not provably transparent (a partial is not a coroutine function): only the setting vouches for it.
+    (project / "shop" / "deco.py").write_text(
+        "import functools\n\n\ndef retrying(f):\n    return functools.partial(f)\n"
+    )
     (project / "shop" / "client.py").write_text(
         "from .deco import retrying\n\n\nclass Client:\n    @retrying\n    async def decorated(self):\n        pass\n"
     )
@@ -580,3 +583,26 @@ def test_config_only_pyproject_in_tests_is_not_the_project_root(project: Path) -
     assert 'with patch("pkg.svc.fetch", new_callable=AsyncMock):' in written
     # pytest is third-party: its own section between the standard library and `pkg`.
     assert "from unittest.mock import AsyncMock, patch\n\nimport pytest\n\nfrom pkg.svc import fetch\n" in written
+
+
+def test_installed_packages_of_a_venv_below_the_root_and_of_the_python_setting(project: Path) -> None:
+    def install(environment: str, package: str) -> None:
+        site = project / environment / "lib" / "python3.11" / "site-packages" / package
+        site.mkdir(parents=True)
+        (site / "__init__.py").write_text("class Client:\n    async def get(self):\n        pass\n")
+
+    install("env311", "remote_sdk")
+    (project / "env311" / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    install("tools/py", "other_sdk")  # not a venv below the root: found through `python = `
+    (project / "tools" / "py" / "bin").mkdir()
+    (project / "tools" / "py" / "bin" / "python").write_text("")
+    (project / "tests" / "test_a.py").write_text(
+        'from unittest.mock import patch\n\n\ndef test_a():\n    with patch("remote_sdk.Client.get"), '
+        'patch("other_sdk.Client.get"):\n        pass\n'
+    )
+    checked = invoke("--check", "tests").stdout
+    assert "patch of async `remote_sdk.Client.get`" in checked
+    assert "other_sdk" not in checked
+    with (project / "pyproject.toml").open("a") as config:
+        config.write('\n[tool.memsafe-fix]\npython = "tools/py/bin/python"\n')
+    assert "patch of async `other_sdk.Client.get`" in invoke("--check", "tests").stdout

@@ -6,7 +6,8 @@ index folder (``engine.run`` creates it for a parallel run), where the other pro
 Trimming drops what no rule reads in an imported module, the bodies of plain functions, which
 also makes loading a stored tree several times faster than parsing the source again. Kept:
 module and class bodies, signatures and decorators, whether a function yields, the bodies of
-functions that define functions (decorators, fixture factories) and of teardown methods; a
+functions that define functions (decorators, fixture factories), of functions that return their
+argument unchanged (decorator shims) and of teardown methods; a
 ``conftest.py`` is kept whole, since its fixtures' bodies are read. Every process trims the
 same way, whether the index folder is there or not, so results never depend on it.
 """
@@ -22,7 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Union
 
-from memsafe_fix.analysis.module import yields
+from memsafe_fix.analysis.module import returns_its_argument, yields
 
 # Set by ``engine.run`` for its worker processes: the folder of the run's shared index.
 INDEX_FOLDER = "MEMSAFE_FIX_INDEX"
@@ -71,7 +72,11 @@ def _store(entry: Path, tree: ast.Module) -> None:
 
 class _Trimmer(ast.NodeTransformer):
     def visit_FunctionDef(self, node: FunctionNode) -> FunctionNode:
-        if node.name in KEPT_BODIES or any(isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef)) for s in node.body):
+        if (
+            node.name in KEPT_BODIES
+            or any(isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef)) for s in node.body)
+            or returns_its_argument(node)
+        ):
             return self.generic_visit(node)  # type: ignore[return-value]
         # A body that yields stays a generator body: MSF004 tells async generators apart.
         stand_in = ast.Expr(ast.Yield(None)) if yields(node) else ast.Pass()

@@ -21,7 +21,7 @@ from typing import Optional, Union
 
 from memsafe_fix.analysis.collection import c3_merge, fixture_name, has_own_yield, is_fixture
 from memsafe_fix.analysis.imports import PLAIN_BASES
-from memsafe_fix.analysis.module import Def, ModuleAnalysis
+from memsafe_fix.analysis.module import Def, ModuleAnalysis, returns_its_argument
 from memsafe_fix.analysis.project import conftests, find_module, load_module
 
 # Decorators that return the function they are given (or a descriptor that calls it unchanged).
@@ -133,11 +133,40 @@ class TargetResolver:
         return Resolution(Verdict.ASYNC, f"async def {where}", method)
 
     def _transparent(self, decorator: ast.expr, module: ModuleAnalysis) -> bool:
-        """A decorator that returns the function itself (``@wraps(f)`` does), or one the
-        ``async-decorators`` setting vouches for."""
+        """A decorator that returns the function itself (``@wraps(f)`` does, and project
+        decorators written that way), or one the ``async-decorators`` setting vouches for."""
         if isinstance(decorator, ast.Call):
             return module.imports.qualify(decorator.func) in WRAPS or self._vouched_for(decorator.func, module)
-        return module.imports.qualify(decorator) in TRANSPARENT_DECORATORS or self._vouched_for(decorator, module)
+        return (
+            module.imports.qualify(decorator) in TRANSPARENT_DECORATORS
+            or self._vouched_for(decorator, module)
+            or self._returns_its_argument(decorator, module)
+        )
+
+    def _returns_its_argument(self, decorator: ast.expr, module: ModuleAnalysis) -> bool:
+        """A decorator defined as ``def d(f): ...; return f``, or a name bound only to such
+        decorators and transparent ones (``try: from typing import override`` with a shim under
+        ``except ImportError``, or one import per Python version)."""
+        if not isinstance(decorator, ast.Name):
+            found = self.member_path(decorator, module)
+            return isinstance(found, Def) and returns_its_argument(found.node)  # type: ignore[arg-type]
+        return self._transparent_name(module, decorator.id, 0)
+
+    def _transparent_name(self, module: ModuleAnalysis, name: str, depth: int) -> bool:
+        bindings = module.bindings(module.tree.body).get(name, [])
+        return bool(bindings) and all(self._binds_transparent(b, name, module, depth) for b in bindings)
+
+    def _binds_transparent(self, binding: ast.stmt, name: str, module: ModuleAnalysis, depth: int) -> bool:
+        if isinstance(binding, ast.FunctionDef):
+            return returns_its_argument(binding)
+        if not isinstance(binding, (ast.Import, ast.ImportFrom)) or depth > MAX_DEPTH:
+            return False
+        dotted = _import_target(binding, name)
+        if dotted in TRANSPARENT_DECORATORS:
+            return True
+        split = _split_import(dotted)
+        holder = self._module(split[0], module) if split else None
+        return isinstance(holder, ModuleAnalysis) and self._transparent_name(holder, split[1], depth + 1)
 
     def _vouched_for(self, expr: ast.expr, module: ModuleAnalysis) -> bool:
         """Whether ``expr`` is one of the ``async-decorators``, by name or by definition
@@ -229,14 +258,10 @@ class TargetResolver:
         found = self._module(dotted, importer)
         if found is not None:
             return found
-        stripped = dotted.lstrip(".")
-        level = len(dotted) - len(stripped)
-        if "." in stripped:
-            parent, name = dotted.rsplit(".", 1)
-        elif level:
-            parent, name = "." * level, stripped
-        else:
+        split = _split_import(dotted)
+        if split is None:
             return Unknown(f"module `{dotted}` not found")
+        parent, name = split
         holder = self._module(parent, importer)
         if holder is None:
             return Unknown(f"module `{parent}` not found")
@@ -399,6 +424,16 @@ def _import_target(statement: Union[ast.Import, ast.ImportFrom], name: str) -> s
     module = "." * statement.level + (statement.module or "")
     alias = next(a for a in statement.names if (a.asname or a.name) == name)
     return f"{module}{'' if module.endswith('.') else '.'}{alias.name}"
+
+
+def _split_import(dotted: str) -> Optional[tuple[str, str]]:
+    """``pkg.mod.name`` -> (``pkg.mod``, ``name``); ``.name`` -> (``.``, ``name``)."""
+    stripped = dotted.lstrip(".")
+    level = len(dotted) - len(stripped)
+    if "." in stripped:
+        parent, name = dotted.rsplit(".", 1)
+        return parent, name
+    return ("." * level, stripped) if level else None
 
 
 def _is_builtin(name: str, module: ModuleAnalysis) -> bool:
