@@ -219,7 +219,7 @@ class TargetResolver:
         if depth > MAX_DEPTH:
             return Unknown(f"`{name}` is re-exported too many times")
         if isinstance(symbol, Instance):
-            return self._class_member(symbol.cls, name, depth)
+            return self._class_member(symbol.cls, name, depth, instance=True)
         if isinstance(symbol, ModuleAnalysis):
             return self._module_member(symbol, name, depth)
         if symbol.is_class:
@@ -269,12 +269,16 @@ class TargetResolver:
             return holder
         return self.member(holder, name, depth)
 
-    def _class_member(self, cls: Def, name: str, depth: int) -> Symbol:
-        """``name`` looked up on a class along its method resolution order."""
+    def _class_member(self, cls: Def, name: str, depth: int, instance: bool = False) -> Symbol:
+        """``name`` looked up on a class along its method resolution order; on an
+        ``instance``, an attribute its methods assign on ``self`` when the class has none."""
         for klass in self._mro(cls, depth):
             if isinstance(klass, Unknown):
                 return klass  # a base that cannot be read could define ``name`` first
-            bindings = _alternatives(klass.module.bindings(klass.node.body).get(name, []))
+            bindings = klass.module.bindings(klass.node.body).get(name, [])
+            if instance:  # ``client: Client`` in the body only annotates the instance attribute
+                bindings = [b for b in bindings if not (isinstance(b, ast.AnnAssign) and b.value is None)]
+            bindings = _alternatives(bindings)
             if len(bindings) > 1:
                 return Unknown(f"`{name}` is bound more than once in class `{klass.name}`")
             if bindings:
@@ -282,7 +286,24 @@ class TargetResolver:
                 if isinstance(binding, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
                     return klass.module.def_of(binding)
                 return Unknown(f"`{klass.name}.{name}` is assigned")
+        if instance:
+            return self._instance_attribute(cls, name, depth)
         return Unknown(f"no `{name}` in class `{cls.name}`")
+
+    def _instance_attribute(self, cls: Def, name: str, depth: int) -> Symbol:
+        """``self.name = Class(...)`` in the methods of ``cls`` and its bases (``__init__``
+        usually): an instance of ``Class`` when every such assignment agrees."""
+        values: list[Symbol] = []
+        for klass in self._mro(cls, depth):
+            if isinstance(klass, Unknown):
+                return klass
+            assigned = klass.module.self_assignments(klass)
+            if "*" in assigned:
+                return Unknown(f"`{klass.name}` sets attributes with `setattr`")
+            values += [self._instance_of(value, None, klass.module) for value in assigned.get(name, [])]
+        if not values:
+            return Unknown(f"no `{name}` in class `{cls.name}`")
+        return self._agreeing(values, f"{cls.name}().{name}")
 
     def _mro(self, cls: Def, depth: int) -> list[Union[Def, Unknown]]:
         """The method resolution order as far as the source shows it: Python's C3
