@@ -13,14 +13,14 @@ Targets are resolved from source, without importing anything: dotted strings
 and the standard library, following re-exports and class bases; `patch.object(Name, "attr")`
 for imported or local classes and modules; and `patch.object(obj, "attr")` where `obj` is a
 local or `self.` attribute assigned `Class(...)`, or a fixture of the same file returning
-`Class(...)`, and attributes of such instances that their class's methods assign
-`Class(...)` (`self.client = AsyncClient()` in `__init__`). A decorated `async def` counts
-only when its decorators are known to keep it a coroutine function (`staticmethod`, `classmethod`, `abstractmethod`, `typing.override`, a
-project decorator written as `@functools.wraps(func) async def wrapper` or one that returns
-the function unchanged, like `typing_extensions.override`'s shim, or one listed in
-`async-decorators`). Installed packages are read from the project's virtualenv (`.venv`,
-`venv`, any folder right below the project root with a `pyvenv.cfg`, `$VIRTUAL_ENV`, or the
-`python` setting).
+`Class(...)`, and attributes of such instances that their class's methods assign `Class(...)`
+(`self.client = AsyncClient()` in `__init__`). A decorated `async def` counts only when its
+decorators are known to keep it a coroutine function (`staticmethod`, `classmethod`,
+`abstractmethod`, `typing.override`, a project decorator written as `@functools.wraps(func)
+async def wrapper` or one that returns the function unchanged, like
+`typing_extensions.override`'s shim, or one listed in `async-decorators`). Installed packages
+are read from the project's virtualenv (`.venv`, `venv`, any folder right below the project
+root with a `pyvenv.cfg`, `$VIRTUAL_ENV`, or the `python` setting).
 
 `--verbose` lists the targets that could not be resolved, with the reason; they are never
 findings.
