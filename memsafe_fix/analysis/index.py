@@ -22,7 +22,7 @@ import pickle
 import sys
 import tempfile
 from pathlib import Path
-from typing import Union
+from typing import Iterator, Union
 
 from memsafe_fix.analysis.module import returns_its_argument, yields
 
@@ -92,6 +92,15 @@ def _self_assignments(function: FunctionNode) -> list[ast.stmt]:
     return sorted(found, key=lambda stmt: (stmt.lineno, stmt.col_offset))
 
 
+def _statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
+    """The statements of a body and of the blocks in it (``if``/``try``/``with``...)."""
+    for stmt in body:
+        yield stmt
+        if not isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            for block in ("body", "orelse", "finalbody", "handlers"):
+                yield from _statements(getattr(stmt, block, None) or [])
+
+
 def _is_self(node: ast.AST) -> bool:
     return isinstance(node, ast.Name) and node.id == "self"
 
@@ -100,7 +109,7 @@ class _Trimmer(ast.NodeTransformer):
     def visit_FunctionDef(self, node: FunctionNode) -> FunctionNode:
         if (
             node.name in KEPT_BODIES
-            or any(isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef)) for s in node.body)
+            or any(isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef)) for s in _statements(node.body))
             or returns_its_argument(node)
         ):
             return self.generic_visit(node)  # type: ignore[return-value]

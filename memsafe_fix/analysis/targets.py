@@ -516,8 +516,46 @@ def _returned_def(function: Def) -> Optional[Def]:
     return inner[0] if len(inner) == 1 else None
 
 
+COROUTINE_CHECKS = frozenset({"inspect.iscoroutinefunction", "asyncio.iscoroutinefunction"})
+
+
+def _returned_for_async(function: Def) -> Optional[Def]:
+    """The nested function a dispatching decorator returns for an ``async def``: the one
+    returned under ``if inspect.iscoroutinefunction(func):`` (or a variable holding that)."""
+    params = [*function.node.args.posonlyargs, *function.node.args.args]
+    if not params:
+        return None
+    for node in _own_nodes(function):
+        if isinstance(node, ast.If) and _checks_coroutine(node.test, params[0].arg, function, 0):
+            returned = next((s.value for s in node.body if isinstance(s, ast.Return)), None)
+            inner = [c for c in function.children if isinstance(returned, ast.Name) and c.name == returned.id]
+            return inner[0] if len(inner) == 1 and not inner[0].is_class else None
+    return None
+
+
+def _checks_coroutine(test: ast.expr, param: str, function: Def, depth: int) -> bool:
+    """``iscoroutinefunction(param)``, ``... is True``, or a local assigned one of those."""
+    if isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Is):
+        right = test.comparators[0]
+        return (
+            isinstance(right, ast.Constant)
+            and right.value is True
+            and _checks_coroutine(test.left, param, function, depth)
+        )
+    if isinstance(test, ast.Name) and depth == 0:
+        values = _local_values(function, test.id)
+        return len(values) == 1 and _checks_coroutine(values[0], param, function, depth + 1)
+    return (
+        isinstance(test, ast.Call)
+        and function.module.imports.qualify(test.func) in COROUTINE_CHECKS
+        and len(test.args) == 1
+        and isinstance(test.args[0], ast.Name)
+        and test.args[0].id == param
+    )
+
+
 def _returns_wrapping_async(function: Def) -> bool:
-    inner = _returned_def(function)
+    inner = _returned_def(function) or _returned_for_async(function)
     if inner is None or not isinstance(inner.node, ast.AsyncFunctionDef) or has_own_yield(inner):
         return False
     qualify = function.module.imports.qualify
