@@ -46,7 +46,8 @@ class ConfigError(Exception):
 @dataclass(frozen=True)
 class Settings:
     scope: str = "mock-using"
-    group_name: str = "class"
+    # None: class names, qualified with the module where classes in different files share one.
+    group_name: Optional[str] = None
     performance_markers: tuple[str, ...] = ("performance",)
     skip_reason: str = DEFAULT_SKIP_REASON
     function_gc: str = "inline"

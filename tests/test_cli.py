@@ -606,3 +606,44 @@ def test_installed_packages_of_a_venv_below_the_root_and_of_the_python_setting(p
     with (project / "pyproject.toml").open("a") as config:
         config.write('\n[tool.memsafe-fix]\npython = "tools/py/bin/python"\n')
     assert "patch of async `other_sdk.Client.get`" in invoke("--check", "tests").stdout
+
+
+def test_default_group_names_shared_across_files_are_qualified_with_the_module(project: Path) -> None:
+    config = (project / "pyproject.toml").read_text() + '\n[tool.memsafe-fix]\nselect = ["MSF001"]\n'
+    (project / "pyproject.toml").write_text(config)
+    files = ["providers/test_openai.py", "providers/test_anthropic.py", "a/test_tokens.py", "b/test_tokens.py"]
+    for name in files:
+        (project / "tests" / name).parent.mkdir(exist_ok=True)
+        (project / "tests" / name).write_text(MOCK_CLASS.replace("TestA", "TestCountTokens"))
+    (project / "tests" / "test_unique.py").write_text(MOCK_CLASS.replace("TestA", "TestUnique"))
+    (project / "tests" / "test_grouped.py").write_text(
+        'import pytest\n\n\n@pytest.mark.xdist_group(name="unique")\nclass TestOther:\n    pass\n'
+    )
+
+    def groups() -> dict[str, str]:
+        found = {}
+        for path in sorted((project / "tests").rglob("test_*.py")):
+            text = path.read_text()
+            if "xdist_group(name=" in text:
+                found[path.relative_to(project / "tests").as_posix()] = text.split('xdist_group(name="')[1].split('"')[
+                    0
+                ]
+        return found
+
+    assert invoke("--write", "tests").exit_code == 0
+    assert groups() == {
+        "a/test_tokens.py": "a.tokens.count_tokens",
+        "b/test_tokens.py": "b.tokens.count_tokens",
+        "providers/test_anthropic.py": "anthropic.count_tokens",
+        "providers/test_openai.py": "openai.count_tokens",
+        "test_grouped.py": "unique",  # already there: the new class must not join it
+        "test_unique.py": "unique.unique",
+    }
+    assert invoke("--check", "tests").exit_code == 0
+
+    # Chosen explicitly, `class` keeps the bare class names.
+    for name in files:
+        (project / "tests" / name).write_text(MOCK_CLASS.replace("TestA", "TestCountTokens"))
+    (project / "pyproject.toml").write_text(config + 'group-name = "class"\n')
+    assert invoke("--write", "tests").exit_code == 0
+    assert {groups()[name] for name in files} == {"count_tokens"}

@@ -24,8 +24,11 @@ MAX_LINE_LENGTH = 88
 class Context:
     """Everything rules need to know about one file, computed once and shared."""
 
-    def __init__(self, module: ModuleAnalysis) -> None:
+    def __init__(self, module: ModuleAnalysis, group_names: Optional[dict[str, str]] = None) -> None:
         self.module = module
+        # Class name -> ``xdist_group`` name, for classes whose default name other files of
+        # the run share (see ``xdist_group.shared_group_names``).
+        self.group_names = group_names or {}
         self.settings = module.settings
         self.mocks = MockUsage(module)
         self.is_conftest = module.module_name == "conftest"
