@@ -97,10 +97,14 @@ def shared_group_names(files: list[tuple[Path, Settings]]) -> dict[Path, dict[st
     """With the default naming, the group names of classes whose class-derived name other
     files of the run also derive or already use: for each file, class name -> the name
     qualified with the module (``openai.count_tokens``), and with parent folders until the
-    files differ (``openai.test_tokens.py`` and ``anthropic.test_tokens.py`` give
+    files differ (``openai/test_tokens.py`` next to ``anthropic/test_tokens.py`` gives
     ``openai.tokens.count_tokens``). Read from the files' text, without parsing them: every
     class named like a test class counts, so a run over the same files always picks the same
     names."""
+    if not any(
+        settings.group_name is None and settings.rule_enabled(XdistGroup.code, path) for path, settings in files
+    ):
+        return {}
     classes: dict[Path, list[str]] = {}
     owners: dict[str, set[Path]] = defaultdict(set)
     for path, settings in files:
@@ -123,11 +127,11 @@ def shared_group_names(files: list[tuple[Path, Settings]]) -> dict[Path, dict[st
     found: dict[Path, dict[str, str]] = defaultdict(dict)
     for folders in range(MAX_QUALIFYING_FOLDERS + 1):
         attempt = {key: _qualified(key[0], folders, class_group(key[1])) for key in pending}
-        files = defaultdict(set)
+        holders = defaultdict(set)
         for (path, _), name in attempt.items():
-            files[name].add(path)
+            holders[name].add(path)
         for (path, name), group in attempt.items():
-            if len(files[group]) == 1 or folders == MAX_QUALIFYING_FOLDERS:
+            if len(holders[group]) == 1 or folders == MAX_QUALIFYING_FOLDERS:
                 found[path][name] = group
         pending = {(path, name) for path, name in pending if name not in found[path]}
     return dict(found)
