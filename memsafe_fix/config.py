@@ -49,7 +49,8 @@ class ConfigError(Exception):
 @dataclass(frozen=True)
 class Settings:
     scope: str = "mock-using"
-    group_name: str = "class"
+    # None: class names, qualified with the module where classes in different files share one.
+    group_name: Optional[str] = None
     performance_markers: tuple[str, ...] = ("performance",)
     skip_reason: str = DEFAULT_SKIP_REASON
     function_gc: str = "inline"
@@ -71,6 +72,9 @@ class Settings:
     mock_factories: tuple[str, ...] = ()
     # Dotted names of decorators that keep an ``async def`` a coroutine function (MSF004).
     async_decorators: tuple[str, ...] = ()
+    # The project's Python (its interpreter or environment folder, relative to the configuration's
+    # folder), whose installed packages MSF004 reads.
+    python: Optional[str] = None
     # Also apply fixes that can change what a test does (MSF004's ``new=AsyncMock(...)``).
     unsafe_fixes: bool = False
     # pytest's collection options, read from the project's pytest configuration.

@@ -64,6 +64,7 @@ class Doctor:
         if project is None or key is None:
             return
         project.markers |= result.markers
+        project.existing_markers |= result.markers - result.added_markers
         project.registered |= result.registered
         self.folders[key].add(folder)
         if path.name == "conftest.py":

@@ -9,7 +9,7 @@ import tempfile
 import tokenize
 import traceback
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import Iterator, Optional
@@ -27,6 +27,7 @@ from memsafe_fix.fixer import FixError, apply_fixes
 from memsafe_fix.report import unified_diff
 from memsafe_fix.rules import ALL_RULES, Context
 from memsafe_fix.rules.async_patch import AsyncPatch
+from memsafe_fix.rules.xdist_group import shared_group_names
 
 # Below this many files, starting worker processes costs more than it saves.
 PARALLEL_THRESHOLD = 32
@@ -63,6 +64,8 @@ class FileResult:
     # run's fixes are applied (``xdist_group`` too when MSF001 adds it), and those it registers
     # (a conftest's ``config.addinivalue_line("markers", ...)``).
     markers: frozenset[str] = frozenset()
+    # Of those, the ones only this run's fixes add.
+    added_markers: frozenset[str] = frozenset()
     registered: frozenset[str] = frozenset()
 
 
@@ -73,6 +76,8 @@ class Job:
     settings: Settings
     mode: Mode
     verbose: bool = False
+    # Class name -> ``xdist_group`` name where other files of the run share the default one.
+    group_names: Optional[dict[str, str]] = None
 
 
 def check_source(source: str, settings: Settings, module_name: str, path: Optional[Path] = None) -> list[Finding]:
@@ -81,8 +86,8 @@ def check_source(source: str, settings: Settings, module_name: str, path: Option
     return _check(ModuleAnalysis(source, settings, module_name, path))
 
 
-def _check(module: ModuleAnalysis) -> list[Finding]:
-    context = Context(module)
+def _check(module: ModuleAnalysis, group_names: Optional[dict[str, str]] = None) -> list[Finding]:
+    context = Context(module, group_names)
     enabled = [rule for rule in ALL_RULES if module.settings.rule_enabled(rule.code, module.path)]
     findings = [finding for rule in enabled for finding in rule.check(context)]
     return sorted(findings, key=lambda f: (f.line, f.col, f.code))
@@ -105,13 +110,14 @@ def fix_source(
     first_party: frozenset[str] = frozenset(),
     path: Optional[Path] = None,
     module: Optional[ModuleAnalysis] = None,
+    group_names: Optional[dict[str, str]] = None,
 ) -> tuple[str, list[Finding], list[Finding]]:
     """(new source, findings fixed, findings remaining). Raises ``SyntaxError`` for bad input
     and ``FixError`` when the result would not compile or would not be stable. ``module``: the
     source's analysis, when the caller already has it."""
     if module is None:
         module = ModuleAnalysis(source, settings, module_name, path)
-    findings = _check(module)
+    findings = _check(module, group_names)
     fixable = [f for f in findings if f.fix is not None]
     if not fixable:
         return source, [], findings
@@ -125,7 +131,7 @@ def fix_source(
     except SyntaxError as exc:
         compile(module.tree, module_name, "exec", dont_inherit=True)  # the input's own error wins
         raise FixError(f"the fixed file would not compile ({exc.msg}, line {exc.lineno})") from exc
-    remaining = _check(ModuleAnalysis(new_source, settings, module_name, path, new_tree))
+    remaining = _check(ModuleAnalysis(new_source, settings, module_name, path, new_tree), group_names)
     if any(f.fix is not None for f in remaining):
         raise FixError(f"fixing is not stable: {remaining[0].code} still applies at line {remaining[0].line}")
     return new_source, fixable, remaining
@@ -178,12 +184,12 @@ def process(job: Job, data: Optional[bytes] = None) -> FileResult:
         if job.verbose:
             result.patch_targets = patch_targets(module)
         if job.mode is Mode.CHECK:
-            result.findings = _check(module)
+            result.findings = _check(module, job.group_names)
             _note_added_markers(result)
             return result
         first_party = first_party_names(job.path.parent.resolve())
         new_source, result.fixed, result.findings = fix_source(
-            source, job.settings, module_name, first_party, job.path, module
+            source, job.settings, module_name, first_party, job.path, module, job.group_names
         )
         _note_added_markers(result)
         if job.mode is Mode.WRITE and from_stdin:
@@ -208,17 +214,20 @@ def process(job: Job, data: Optional[bytes] = None) -> FileResult:
             f"{job.display}:1:1: internal error: {exc}; file left unchanged{chr(10) + detail if detail else ''}"
         )
     result.fixed, result.findings = [], []
-    result.markers = result.registered = frozenset()
+    result.markers = result.registered = result.added_markers = frozenset()
     return result
 
 
 def _note_added_markers(result: FileResult) -> None:
-    if any(f.code == "MSF001" for f in (*result.findings, *result.fixed)):
-        result.markers |= {"xdist_group"}
+    if "xdist_group" not in result.markers and any(f.code == "MSF001" for f in (*result.findings, *result.fixed)):
+        result.added_markers = frozenset({"xdist_group"})
+        result.markers |= result.added_markers
 
 
 def run(jobs: list[Job]) -> Iterator[FileResult]:
     """Results in the order of ``jobs``; files are processed in parallel when there are many."""
+    shared = shared_group_names([(job.path, job.settings) for job in jobs])
+    jobs = [replace(job, group_names=shared[job.path]) if job.path in shared else job for job in jobs]
     workers = os.cpu_count() or 1
     if len(jobs) < PARALLEL_THRESHOLD or workers == 1:
         yield from map(process, jobs)

@@ -501,11 +501,11 @@ ASYNC_PROJECT_TEST = textwrap.dedent(
     from shop.client import Client
 
 
-    def test_a():
+    async def test_a():
         with patch.object(Client, "fetch"), patch("shop.client.Client.send_report"):
             pass
-        with patch("shop.client.Client.fetch", new=MagicMock()):
-            pass
+        with patch("shop.client.Client.fetch", new=MagicMock()) as fetch:
+            await fetch()
         with patch("shop.client.missing"), patch("shop.client.Client.decorated"):
             pass
     """
@@ -534,7 +534,7 @@ def test_async_patch_verbose_notes_and_unsafe_fixes(project: Path) -> None:
     safe = invoke("--diff", "tests")
     assert "new=MagicMock()" in safe.stdout.split("+++")[1] and "new=AsyncMock()" not in safe.stdout
     unsafe = invoke("--diff", "--unsafe-fixes", "tests")
-    assert '+    with patch("shop.client.Client.fetch", new=AsyncMock()):' in unsafe.stdout
+    assert '+    with patch("shop.client.Client.fetch", new=AsyncMock()) as fetch:' in unsafe.stdout
     (project / "pyproject.toml").write_text("[tool.memsafe-fix]\nunsafe-fixes = true\n")
     assert invoke("--diff", "tests").stdout == unsafe.stdout
 
@@ -543,7 +543,10 @@ def test_async_decorators_setting(project: Path) -> None:
     (project / "pyproject.toml").write_text("[tool.memsafe-fix]\nasync-decorators = ['shop.deco.retrying']\n")
     (project / "shop").mkdir()
     (project / "shop" / "__init__.py").write_text("")
-    (project / "shop" / "deco.py").write_text("def retrying(f):\n    return f\n")
+    # Not provably transparent (a partial is not a coroutine function): only the setting vouches for it.
+    (project / "shop" / "deco.py").write_text(
+        "import functools\n\n\ndef retrying(f):\n    return functools.partial(f)\n"
+    )
     (project / "shop" / "client.py").write_text(
         "from .deco import retrying\n\n\nclass Client:\n    @retrying\n    async def decorated(self):\n        pass\n"
     )
@@ -552,3 +555,95 @@ def test_async_decorators_setting(project: Path) -> None:
     assert "patch of async `shop.client.Client.decorated`" in invoke("--check", "tests").stdout
     (project / "pyproject.toml").write_text("[tool.memsafe-fix]\nasync-decorators = 'x'\n")
     assert "`async-decorators` must be a list of strings" in invoke("tests").everything
+
+
+def test_config_only_pyproject_in_tests_is_not_the_project_root(project: Path) -> None:
+    (project / "pkg").mkdir()
+    (project / "pkg" / "__init__.py").write_text("")
+    (project / "pkg" / "svc.py").write_text("async def fetch():\n    pass\n")
+    (project / "tests" / "pyproject.toml").write_text("[tool.ruff]\nline-length = 100\n")
+    (project / "tests" / "test_svc.py").write_text(
+        textwrap.dedent(
+            """\
+            import os
+            from unittest.mock import patch
+
+            from pkg.svc import fetch
+
+
+            class TestFetch:
+                async def test_fetch(self):
+                    with patch("pkg.svc.fetch"):
+                        assert fetch and os.sep
+            """
+        )
+    )
+    assert invoke("--write", "tests").exit_code == 0
+    written = (project / "tests" / "test_svc.py").read_text()
+    assert 'with patch("pkg.svc.fetch", new_callable=AsyncMock):' in written
+    # pytest is third-party: its own section between the standard library and `pkg`.
+    assert "from unittest.mock import AsyncMock, patch\n\nimport pytest\n\nfrom pkg.svc import fetch\n" in written
+
+
+def test_installed_packages_of_a_venv_below_the_root_and_of_the_python_setting(project: Path) -> None:
+    def install(environment: str, package: str) -> None:
+        site = project / environment / "lib" / "python3.11" / "site-packages" / package
+        site.mkdir(parents=True)
+        (site / "__init__.py").write_text("class Client:\n    async def get(self):\n        pass\n")
+
+    install("env311", "remote_sdk")
+    (project / "env311" / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    install("tools/py", "other_sdk")  # not a venv below the root: found through `python = `
+    (project / "tools" / "py" / "bin").mkdir()
+    (project / "tools" / "py" / "bin" / "python").write_text("")
+    (project / "tests" / "test_a.py").write_text(
+        'from unittest.mock import patch\n\n\ndef test_a():\n    with patch("remote_sdk.Client.get"), '
+        'patch("other_sdk.Client.get"):\n        pass\n'
+    )
+    checked = invoke("--check", "tests").stdout
+    assert "patch of async `remote_sdk.Client.get`" in checked
+    assert "other_sdk" not in checked
+    with (project / "pyproject.toml").open("a") as config:
+        config.write('\n[tool.memsafe-fix]\npython = "tools/py/bin/python"\n')
+    assert "patch of async `other_sdk.Client.get`" in invoke("--check", "tests").stdout
+
+
+def test_default_group_names_shared_across_files_are_qualified_with_the_module(project: Path) -> None:
+    config = (project / "pyproject.toml").read_text() + '\n[tool.memsafe-fix]\nselect = ["MSF001"]\n'
+    (project / "pyproject.toml").write_text(config)
+    files = ["providers/test_openai.py", "providers/test_anthropic.py", "a/test_tokens.py", "b/test_tokens.py"]
+    for name in files:
+        (project / "tests" / name).parent.mkdir(exist_ok=True)
+        (project / "tests" / name).write_text(MOCK_CLASS.replace("TestA", "TestCountTokens"))
+    (project / "tests" / "test_unique.py").write_text(MOCK_CLASS.replace("TestA", "TestUnique"))
+    (project / "tests" / "test_grouped.py").write_text(
+        'import pytest\n\n\n@pytest.mark.xdist_group(name="unique")\nclass TestOther:\n    pass\n'
+    )
+
+    def groups() -> dict[str, str]:
+        found = {}
+        for path in sorted((project / "tests").rglob("test_*.py")):
+            text = path.read_text()
+            if "xdist_group(name=" in text:
+                found[path.relative_to(project / "tests").as_posix()] = text.split('xdist_group(name="')[1].split('"')[
+                    0
+                ]
+        return found
+
+    assert invoke("--write", "tests").exit_code == 0
+    assert groups() == {
+        "a/test_tokens.py": "a.tokens.count_tokens",
+        "b/test_tokens.py": "b.tokens.count_tokens",
+        "providers/test_anthropic.py": "anthropic.count_tokens",
+        "providers/test_openai.py": "openai.count_tokens",
+        "test_grouped.py": "unique",  # already there: the new class must not join it
+        "test_unique.py": "unique.unique",
+    }
+    assert invoke("--check", "tests").exit_code == 0
+
+    # Chosen explicitly, `class` keeps the bare class names.
+    for name in files:
+        (project / "tests" / name).write_text(MOCK_CLASS.replace("TestA", "TestCountTokens"))
+    (project / "pyproject.toml").write_text(config + 'group-name = "class"\n')
+    assert invoke("--write", "tests").exit_code == 0
+    assert {groups()[name] for name in files} == {"count_tokens"}

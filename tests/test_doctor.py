@@ -182,7 +182,7 @@ def test_no_dist_with_xdist_declared_is_fixable_at_the_addopts_line(cwd: Path) -
     result = invoke("--check", "tests")
     assert result.exit_code == 1
     assert doctor_lines(result) == [
-        "pyproject.toml:7:1: MSF010 [*] tests use `xdist_group` markers, but `addopts` does not set "
+        "pyproject.toml:7:1: MSF010 [*] MSF001 adds `xdist_group` markers to the tests, but `addopts` does not set "
         "`--dist loadgroup`, so pytest-xdist ignores them"
     ]
 
@@ -191,7 +191,7 @@ def test_no_dist_without_xdist_declared_is_reported_without_a_fix(cwd: Path) -> 
     make(cwd, {"pyproject.toml": '[project]\nname = "x"\n\n[tool.pytest.ini_options]\ntestpaths = ["tests"]\n'})
     make(cwd, {"tests/test_a.py": MOCK_CLASS})
     (line,) = doctor_lines(invoke("--check", "tests"))
-    assert line.startswith("pyproject.toml:4:1: MSF010 tests use")  # the section header; no [*]
+    assert line.startswith("pyproject.toml:4:1: MSF010 MSF001 adds")  # the section header; no [*]
     assert "pytest-xdist is not a declared dependency" in line
     before = (cwd / "pyproject.toml").read_bytes()
     written = invoke("--write", "tests")
@@ -230,7 +230,8 @@ def test_existing_markers_count_and_select_ignore_apply(cwd: Path) -> None:
         'import pytest\n\n\n@pytest.mark.xdist_group(name="a")\nclass TestA:\n    def test_a(self):\n        pass\n'
     )
     make(cwd, {"tests/test_a.py": grouped, "pyproject.toml": XDIST_EXTRA + '[tool.memsafe-fix]\nselect = ["MSF010"]\n'})
-    assert [line.split(" ")[1] for line in doctor_lines(invoke("tests"))] == ["MSF010"]
+    (line,) = doctor_lines(invoke("tests"))
+    assert line.startswith("pyproject.toml:1:1: MSF010 [*] tests use `xdist_group` markers, but")
     for settings in ('ignore = ["MSF010"]', 'select = ["MSF00"]', 'per-file-ignores = {"pyproject.toml" = ["MSF01"]}'):
         (cwd / "pyproject.toml").write_text(XDIST_EXTRA + f"[tool.memsafe-fix]\n{settings}\n")
         assert doctor_lines(invoke("tests")) == [], settings
@@ -253,7 +254,7 @@ def test_ini_files_are_reported_never_edited(cwd: Path) -> None:
     )
     make(cwd, {"tests/test_a.py": MOCK_CLASS})
     (line,) = doctor_lines(invoke("--check", "tests"))
-    assert line.startswith("tox.ini:5:1: MSF010 tests use")
+    assert line.startswith("tox.ini:5:1: MSF010 MSF001 adds")
     assert line.endswith("add `--dist loadgroup` to `addopts` in [pytest]")
     before = (cwd / "tox.ini").read_bytes()
     assert invoke("--write", "tests").exit_code == 1
@@ -420,7 +421,7 @@ def test_no_pytest_configuration_gets_a_table_at_the_end(cwd: Path) -> None:
     make(cwd, {"pyproject.toml": XDIST_EXTRA.rstrip("\n"), "tests/test_a.py": MOCK_CLASS})
     (line,) = doctor_lines(invoke("--check", "tests"))
     assert line.startswith(
-        "pyproject.toml:1:1: MSF010 [*] tests use `xdist_group` markers, but no pytest configuration"
+        "pyproject.toml:1:1: MSF010 [*] MSF001 adds `xdist_group` markers to the tests, but no pytest configuration"
     )
     assert invoke("--write", "tests").exit_code == 0
     expected = XDIST_EXTRA.rstrip("\n") + '\n\n[tool.pytest.ini_options]\naddopts = "--dist loadgroup"\n'

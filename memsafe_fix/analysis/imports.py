@@ -1,7 +1,8 @@
 """What the module's top-level imports bind, so rules can resolve names without importing code.
 
 Only unconditional top-level imports count: a name imported inside a function or under
-``if TYPE_CHECKING:`` is not available where the rules need it.
+``if TYPE_CHECKING:`` is not available where the rules need it. ``with_local_imports`` adds a
+function's own imports, for judging that function's body.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 MOCK_MODULES = frozenset({"unittest.mock", "mock"})
-# Callables that create or patch mocks; ``patch`` covers ``patch.object``/``.multiple``/``.dict``.
+# Callables that create or patch mocks; ``patch`` covers ``patch.object``/``.multiple``, not
+# ``patch.dict``, which swaps dictionary items and makes no mock.
 MOCK_FACTORIES = frozenset(
     {
         "Mock",
@@ -51,8 +53,12 @@ class ImportTable:
 
     @classmethod
     def from_module(cls, tree: ast.Module) -> "ImportTable":
+        return cls.from_statements(tree.body)
+
+    @classmethod
+    def from_statements(cls, statements: list[ast.stmt]) -> "ImportTable":
         table = cls()
-        for stmt in tree.body:
+        for stmt in statements:
             if isinstance(stmt, ast.Import):
                 for alias in stmt.names:
                     if alias.asname:
@@ -75,6 +81,11 @@ class ImportTable:
                 table.bound.setdefault(name, f"unittest.mock.{name}")
         return table
 
+    def with_local_imports(self, statements: list[ast.stmt]) -> "ImportTable":
+        """This table with the names ``statements`` (imports inside a function) bind on top."""
+        local = ImportTable.from_statements(statements)
+        return ImportTable({**self.bound, **local.bound}, self.star_mock or local.star_mock)
+
     def qualify(self, node: ast.expr) -> Optional[str]:
         """The dotted name an expression refers to (``m.patch.object`` -> ``unittest.mock.patch.object``)."""
         parts: list[str] = []
@@ -94,8 +105,12 @@ class ImportTable:
         for module in MOCK_MODULES:
             prefix = module + "."
             if name.startswith(prefix):
-                return name[len(prefix) :].split(".")[0] in MOCK_FACTORIES
+                inner = name[len(prefix) :].split(".")
+                return inner[0] in MOCK_FACTORIES and inner[:2] != ["patch", "dict"]
         return False
+
+    def is_patch_dict(self, node: ast.expr) -> bool:
+        return any(self.qualify(node) == f"{module}.patch.dict" for module in MOCK_MODULES)
 
     def alias_for(self, dotted: str) -> Optional[str]:
         """A local name bound to exactly ``dotted``: ``import gc as _gc`` gives ``_gc`` for

@@ -3,10 +3,12 @@
 The modules test files import (to resolve base classes and ``patch`` targets) are parsed with
 ``ast`` once per run: the first process that needs one stores its trimmed tree in the run's
 index folder (``engine.run`` creates it for a parallel run), where the other processes load it.
-Trimming drops what no rule reads in an imported module, the bodies of plain functions, which
-also makes loading a stored tree several times faster than parsing the source again. Kept:
+Trimming drops what no rule reads in an imported module, the bodies of plain functions (but for
+their ``self.x = ...`` assignments), which also makes loading a stored tree several times
+faster than parsing the source again. Kept:
 module and class bodies, signatures and decorators, whether a function yields, the bodies of
-functions that define functions (decorators, fixture factories) and of teardown methods; a
+functions that define functions (decorators, fixture factories), of functions that return their
+argument unchanged (decorator shims) and of teardown methods; a
 ``conftest.py`` is kept whole, since its fixtures' bodies are read. Every process trims the
 same way, whether the index folder is there or not, so results never depend on it.
 """
@@ -20,9 +22,9 @@ import pickle
 import sys
 import tempfile
 from pathlib import Path
-from typing import Union
+from typing import Iterator, Union
 
-from memsafe_fix.analysis.module import yields
+from memsafe_fix.analysis.module import returns_its_argument, yields
 
 # Set by ``engine.run`` for its worker processes: the folder of the run's shared index.
 INDEX_FOLDER = "MEMSAFE_FIX_INDEX"
@@ -69,13 +71,51 @@ def _store(entry: Path, tree: ast.Module) -> None:
         pass  # the index is an optimisation: a process that cannot write it parses again
 
 
+def _self_assignments(function: FunctionNode) -> list[ast.stmt]:
+    """The ``self.x = ...`` (and ``setattr(self, ...)``) statements of a method body, wherever
+    they are in it: MSF004 reads what an instance's attributes are (``self.client = Client()``
+    in ``__init__``)."""
+    found: list[ast.stmt] = []
+    stack: list[ast.AST] = list(function.body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(isinstance(t, ast.Attribute) and _is_self(t.value) for t in targets):
+                found.append(node)
+        elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
+            call = node.value
+            if isinstance(call.func, ast.Name) and call.func.id == "setattr" and call.args and _is_self(call.args[0]):
+                found.append(node)
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            stack.extend(ast.iter_child_nodes(node))
+    return sorted(found, key=lambda stmt: (stmt.lineno, stmt.col_offset))
+
+
+def _statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
+    """The statements of a body and of the blocks in it (``if``/``try``/``with``...)."""
+    for stmt in body:
+        yield stmt
+        if not isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            for block in ("body", "orelse", "finalbody", "handlers"):
+                yield from _statements(getattr(stmt, block, None) or [])
+
+
+def _is_self(node: ast.AST) -> bool:
+    return isinstance(node, ast.Name) and node.id == "self"
+
+
 class _Trimmer(ast.NodeTransformer):
     def visit_FunctionDef(self, node: FunctionNode) -> FunctionNode:
-        if node.name in KEPT_BODIES or any(isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef)) for s in node.body):
+        if (
+            node.name in KEPT_BODIES
+            or any(isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef)) for s in _statements(node.body))
+            or returns_its_argument(node)
+        ):
             return self.generic_visit(node)  # type: ignore[return-value]
         # A body that yields stays a generator body: MSF004 tells async generators apart.
         stand_in = ast.Expr(ast.Yield(None)) if yields(node) else ast.Pass()
-        node.body = [ast.fix_missing_locations(ast.copy_location(stand_in, node.body[0]))]
+        node.body = [ast.fix_missing_locations(ast.copy_location(stand_in, node.body[0])), *_self_assignments(node)]
         return node
 
     visit_AsyncFunctionDef = visit_FunctionDef  # type: ignore[assignment]

@@ -251,7 +251,7 @@ def _self_assignments(cls: Def) -> dict[str, list[ast.expr]]:
     for method in cls.children:
         if method.is_class:
             continue
-        for node in ast.walk(method.node):
+        for node in _walk_outside_classes(method.node):
             if isinstance(node, ast.Assign):
                 pairs = [(target, node.value) for target in node.targets]
             elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
@@ -271,6 +271,37 @@ def _self_assignments(cls: Def) -> dict[str, list[ast.expr]]:
                 ):
                     found.setdefault(target.attr, []).append(value)
     return found
+
+
+def _walk_outside_classes(node: ast.AST) -> Iterator[ast.AST]:
+    """``ast.walk`` without the bodies of classes defined inside ``node``: their ``self`` is
+    another object (a helper class written in a test method)."""
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        yield current
+        stack.extend(child for child in ast.iter_child_nodes(current) if not isinstance(child, ast.ClassDef))
+
+
+def returns_its_argument(function: Union[ast.FunctionDef, ast.AsyncFunctionDef]) -> bool:
+    """A plain ``def`` whose every ``return`` gives back its first parameter, never rebound:
+    a decorator that returns the function unchanged (``typing_extensions.override``'s shim,
+    which only sets ``__override__`` on it)."""
+    params = [*function.args.posonlyargs, *function.args.args]
+    if not isinstance(function, ast.FunctionDef) or not params or yields(function):
+        return False
+    name = params[0].arg
+    returns: list[ast.Return] = []
+    stack: list[ast.AST] = list(function.body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.Return):
+            returns.append(node)
+        elif isinstance(node, ast.Name) and node.id == name and not isinstance(node.ctx, ast.Load):
+            return False
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            stack.extend(ast.iter_child_nodes(node))
+    return bool(returns) and all(isinstance(r.value, ast.Name) and r.value.id == name for r in returns)
 
 
 def yields(function: Union[ast.FunctionDef, ast.AsyncFunctionDef]) -> bool:

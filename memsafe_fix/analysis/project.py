@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from functools import lru_cache
 from pathlib import Path
@@ -12,16 +13,29 @@ from memsafe_fix.analysis.index import load_tree
 from memsafe_fix.analysis.module import Def, ModuleAnalysis
 from memsafe_fix.config import Settings
 
-ROOT_MARKERS = ("pyproject.toml", "setup.py", "setup.cfg", ".git")
+ROOT_MARKERS = ("setup.py", "setup.cfg", ".git", ".hg")
+# The first key of each table header (``[tool.ruff]`` -> ``tool``, ``[[tool.x]]`` too).
+_TABLE_HEADER = re.compile(r"^[ \t]*\[\[?[ \t]*[\"']?([^\].\s\"']+)", re.MULTILINE)
 
 
 @lru_cache(maxsize=None)
 def project_root(directory: Path) -> Path:
-    """The nearest folder holding a ``pyproject.toml``, ``setup.py``/``setup.cfg`` or ``.git``."""
+    """The nearest folder that holds the project: a ``pyproject.toml`` with a table besides
+    ``[tool.*]`` (``[project]``, ``[build-system]``, ``[dependency-groups]``...),
+    ``setup.py``/``setup.cfg``, or a ``.git``/``.hg`` root. A ``pyproject.toml`` with tool
+    settings only (a ``tests/pyproject.toml`` holding ``[tool.ruff]``) is not the project; the
+    nearest one counts only when nothing else is found."""
     for folder in (directory, *directory.parents):
-        if any((folder / marker).exists() for marker in ROOT_MARKERS):
+        if any((folder / marker).exists() for marker in ROOT_MARKERS) or _declares_project(folder / "pyproject.toml"):
             return folder
-    return directory
+    return next((f for f in (directory, *directory.parents) if (f / "pyproject.toml").is_file()), directory)
+
+
+def _declares_project(pyproject: Path) -> bool:
+    try:
+        return any(table != "tool" for table in _TABLE_HEADER.findall(pyproject.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 @lru_cache(maxsize=None)
@@ -82,21 +96,31 @@ def _project_roots(folder: Path, settings: Settings) -> tuple[Path, ...]:
 
 
 @lru_cache(maxsize=None)
-def installed_roots(root: Path) -> tuple[Path, ...]:
-    """Where installed packages are, without importing them: the project's own virtualenv
-    (``.venv``/``venv``, or ``$VIRTUAL_ENV``), then this interpreter's ``sys.path``, which
+def installed_roots(root: Path, python: Optional[Path] = None) -> tuple[Path, ...]:
+    """Where installed packages are, without importing them: the ``python`` setting's
+    environment, the project's own virtualenvs (``.venv``, ``venv``, any folder right below the
+    root holding a ``pyvenv.cfg``, ``$VIRTUAL_ENV``), then this interpreter's ``sys.path``, which
     includes the standard library."""
-    environments = [root / ".venv", root / "venv"]
+    environments = [_environment(python)] if python is not None else []
+    environments += [root / ".venv", root / "venv", *sorted(p.parent for p in root.glob("*/pyvenv.cfg"))]
     if os.environ.get("VIRTUAL_ENV"):
         environments.append(Path(os.environ["VIRTUAL_ENV"]))
     site_packages = [
         folder
-        for environment in environments
+        for environment in dict.fromkeys(environments)
         for folder in sorted(environment.glob("lib/python3*/site-packages")) + [environment / "Lib" / "site-packages"]
         if folder.is_dir()
     ]
     interpreter = [Path(entry) for entry in sys.path if entry and Path(entry).is_dir()]
     return tuple(dict.fromkeys([*site_packages, *interpreter]))
+
+
+def _environment(python: Path) -> Path:
+    """The environment of an interpreter (``.../venv/bin/python`` -> ``.../venv``), or the
+    folder itself when given one."""
+    if python.is_dir():
+        return python
+    return python.parent.parent if python.parent.name in ("bin", "Scripts") else python.parent
 
 
 @lru_cache(maxsize=None)
@@ -106,7 +130,8 @@ def find_module(dotted: str, folder: Path, settings: Settings, installed: bool =
     Keyed by folder, so the files of one folder share the answers."""
     roots = _project_roots(folder, settings)
     if installed:
-        roots += installed_roots(project_root(folder))
+        python = (settings.root or Path.cwd()) / settings.python if settings.python else None
+        roots += installed_roots(project_root(folder), python)
     return _module_file(dotted, folder, roots)
 
 

@@ -352,6 +352,8 @@ class Project:
     # Markers the test files use once this run's fixes are applied, and those conftests register.
     markers: set[str] = field(default_factory=set)
     registered: set[str] = field(default_factory=set)
+    # The markers the test files used before this run's fixes.
+    existing_markers: set[str] = field(default_factory=set)
 
     @cached_property
     def tokens(self) -> list[str]:

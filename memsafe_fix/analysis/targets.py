@@ -21,7 +21,7 @@ from typing import Optional, Union
 
 from memsafe_fix.analysis.collection import c3_merge, fixture_name, has_own_yield, is_fixture
 from memsafe_fix.analysis.imports import PLAIN_BASES
-from memsafe_fix.analysis.module import Def, ModuleAnalysis
+from memsafe_fix.analysis.module import Def, ModuleAnalysis, returns_its_argument
 from memsafe_fix.analysis.project import conftests, find_module, load_module
 
 # Decorators that return the function they are given (or a descriptor that calls it unchanged).
@@ -53,6 +53,8 @@ class Resolution:
     verdict: Verdict
     # What the target turned out to be ("async def pkg.mod.f"), or why it is unknown.
     detail: str
+    # The class and method found (``RemoteAgent.fetch_card``), for a method.
+    method: str = ""
 
 
 @dataclass(frozen=True)
@@ -126,14 +128,45 @@ class TargetResolver:
         for decorator in node.decorator_list:
             if not (self._transparent(decorator, symbol.module) or self._wraps_async(decorator, symbol.module)):
                 return Resolution(Verdict.UNKNOWN, f"async def {where} is decorated with `{ast.unparse(decorator)}`")
-        return Resolution(Verdict.ASYNC, f"async def {where}")
+        owner = symbol.parent
+        method = f"{owner.name}.{symbol.name}" if owner is not None and owner.is_class else ""
+        return Resolution(Verdict.ASYNC, f"async def {where}", method)
 
     def _transparent(self, decorator: ast.expr, module: ModuleAnalysis) -> bool:
-        """A decorator that returns the function itself (``@wraps(f)`` does), or one the
-        ``async-decorators`` setting vouches for."""
+        """A decorator that returns the function itself (``@wraps(f)`` does, and project
+        decorators written that way), or one the ``async-decorators`` setting vouches for."""
         if isinstance(decorator, ast.Call):
             return module.imports.qualify(decorator.func) in WRAPS or self._vouched_for(decorator.func, module)
-        return module.imports.qualify(decorator) in TRANSPARENT_DECORATORS or self._vouched_for(decorator, module)
+        return (
+            module.imports.qualify(decorator) in TRANSPARENT_DECORATORS
+            or self._vouched_for(decorator, module)
+            or self._returns_its_argument(decorator, module)
+        )
+
+    def _returns_its_argument(self, decorator: ast.expr, module: ModuleAnalysis) -> bool:
+        """A decorator defined as ``def d(f): ...; return f``, or a name bound only to such
+        decorators and transparent ones (``try: from typing import override`` with a shim under
+        ``except ImportError``, or one import per Python version)."""
+        if not isinstance(decorator, ast.Name):
+            found = self.member_path(decorator, module)
+            return isinstance(found, Def) and returns_its_argument(found.node)  # type: ignore[arg-type]
+        return self._transparent_name(module, decorator.id, 0)
+
+    def _transparent_name(self, module: ModuleAnalysis, name: str, depth: int) -> bool:
+        bindings = module.bindings(module.tree.body).get(name, [])
+        return bool(bindings) and all(self._binds_transparent(b, name, module, depth) for b in bindings)
+
+    def _binds_transparent(self, binding: ast.stmt, name: str, module: ModuleAnalysis, depth: int) -> bool:
+        if isinstance(binding, ast.FunctionDef):
+            return returns_its_argument(binding)
+        if not isinstance(binding, (ast.Import, ast.ImportFrom)) or depth > MAX_DEPTH:
+            return False
+        dotted = _import_target(binding, name)
+        if dotted in TRANSPARENT_DECORATORS:
+            return True
+        split = _split_import(dotted)
+        holder = self._module(split[0], module) if split else None
+        return isinstance(holder, ModuleAnalysis) and self._transparent_name(holder, split[1], depth + 1)
 
     def _vouched_for(self, expr: ast.expr, module: ModuleAnalysis) -> bool:
         """Whether ``expr`` is one of the ``async-decorators``, by name or by definition
@@ -186,7 +219,7 @@ class TargetResolver:
         if depth > MAX_DEPTH:
             return Unknown(f"`{name}` is re-exported too many times")
         if isinstance(symbol, Instance):
-            return self._class_member(symbol.cls, name, depth)
+            return self._class_member(symbol.cls, name, depth, instance=True)
         if isinstance(symbol, ModuleAnalysis):
             return self._module_member(symbol, name, depth)
         if symbol.is_class:
@@ -225,14 +258,10 @@ class TargetResolver:
         found = self._module(dotted, importer)
         if found is not None:
             return found
-        stripped = dotted.lstrip(".")
-        level = len(dotted) - len(stripped)
-        if "." in stripped:
-            parent, name = dotted.rsplit(".", 1)
-        elif level:
-            parent, name = "." * level, stripped
-        else:
+        split = _split_import(dotted)
+        if split is None:
             return Unknown(f"module `{dotted}` not found")
+        parent, name = split
         holder = self._module(parent, importer)
         if holder is None:
             return Unknown(f"module `{parent}` not found")
@@ -240,12 +269,16 @@ class TargetResolver:
             return holder
         return self.member(holder, name, depth)
 
-    def _class_member(self, cls: Def, name: str, depth: int) -> Symbol:
-        """``name`` looked up on a class along its method resolution order."""
+    def _class_member(self, cls: Def, name: str, depth: int, instance: bool = False) -> Symbol:
+        """``name`` looked up on a class along its method resolution order; on an
+        ``instance``, an attribute its methods assign on ``self`` when the class has none."""
         for klass in self._mro(cls, depth):
             if isinstance(klass, Unknown):
                 return klass  # a base that cannot be read could define ``name`` first
-            bindings = _alternatives(klass.module.bindings(klass.node.body).get(name, []))
+            bindings = klass.module.bindings(klass.node.body).get(name, [])
+            if instance:  # ``client: Client`` in the body only annotates the instance attribute
+                bindings = [b for b in bindings if not (isinstance(b, ast.AnnAssign) and b.value is None)]
+            bindings = _alternatives(bindings)
             if len(bindings) > 1:
                 return Unknown(f"`{name}` is bound more than once in class `{klass.name}`")
             if bindings:
@@ -253,7 +286,24 @@ class TargetResolver:
                 if isinstance(binding, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
                     return klass.module.def_of(binding)
                 return Unknown(f"`{klass.name}.{name}` is assigned")
+        if instance:
+            return self._instance_attribute(cls, name, depth)
         return Unknown(f"no `{name}` in class `{cls.name}`")
+
+    def _instance_attribute(self, cls: Def, name: str, depth: int) -> Symbol:
+        """``self.name = Class(...)`` in the methods of ``cls`` and its bases (``__init__``
+        usually): an instance of ``Class`` when every such assignment agrees."""
+        values: list[Symbol] = []
+        for klass in self._mro(cls, depth):
+            if isinstance(klass, Unknown):
+                return klass
+            assigned = klass.module.self_assignments(klass)
+            if "*" in assigned:
+                return Unknown(f"`{klass.name}` sets attributes with `setattr`")
+            values += [self._instance_of(value, None, klass.module) for value in assigned.get(name, [])]
+        if not values:
+            return Unknown(f"no `{name}` in class `{cls.name}`")
+        return self._agreeing(values, f"{cls.name}().{name}")
 
     def _mro(self, cls: Def, depth: int) -> list[Union[Def, Unknown]]:
         """The method resolution order as far as the source shows it: Python's C3
@@ -397,6 +447,16 @@ def _import_target(statement: Union[ast.Import, ast.ImportFrom], name: str) -> s
     return f"{module}{'' if module.endswith('.') else '.'}{alias.name}"
 
 
+def _split_import(dotted: str) -> Optional[tuple[str, str]]:
+    """``pkg.mod.name`` -> (``pkg.mod``, ``name``); ``.name`` -> (``.``, ``name``)."""
+    stripped = dotted.lstrip(".")
+    level = len(dotted) - len(stripped)
+    if "." in stripped:
+        parent, name = dotted.rsplit(".", 1)
+        return parent, name
+    return ("." * level, stripped) if level else None
+
+
 def _is_builtin(name: str, module: ModuleAnalysis) -> bool:
     return name not in module.bindings(module.tree.body) and isinstance(getattr(builtins, name, None), type)
 
@@ -456,8 +516,46 @@ def _returned_def(function: Def) -> Optional[Def]:
     return inner[0] if len(inner) == 1 else None
 
 
+COROUTINE_CHECKS = frozenset({"inspect.iscoroutinefunction", "asyncio.iscoroutinefunction"})
+
+
+def _returned_for_async(function: Def) -> Optional[Def]:
+    """The nested function a dispatching decorator returns for an ``async def``: the one
+    returned under ``if inspect.iscoroutinefunction(func):`` (or a variable holding that)."""
+    params = [*function.node.args.posonlyargs, *function.node.args.args]
+    if not params:
+        return None
+    for node in _own_nodes(function):
+        if isinstance(node, ast.If) and _checks_coroutine(node.test, params[0].arg, function, 0):
+            returned = next((s.value for s in node.body if isinstance(s, ast.Return)), None)
+            inner = [c for c in function.children if isinstance(returned, ast.Name) and c.name == returned.id]
+            return inner[0] if len(inner) == 1 and not inner[0].is_class else None
+    return None
+
+
+def _checks_coroutine(test: ast.expr, param: str, function: Def, depth: int) -> bool:
+    """``iscoroutinefunction(param)``, ``... is True``, or a local assigned one of those."""
+    if isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Is):
+        right = test.comparators[0]
+        return (
+            isinstance(right, ast.Constant)
+            and right.value is True
+            and _checks_coroutine(test.left, param, function, depth)
+        )
+    if isinstance(test, ast.Name) and depth == 0:
+        values = _local_values(function, test.id)
+        return len(values) == 1 and _checks_coroutine(values[0], param, function, depth + 1)
+    return (
+        isinstance(test, ast.Call)
+        and function.module.imports.qualify(test.func) in COROUTINE_CHECKS
+        and len(test.args) == 1
+        and isinstance(test.args[0], ast.Name)
+        and test.args[0].id == param
+    )
+
+
 def _returns_wrapping_async(function: Def) -> bool:
-    inner = _returned_def(function)
+    inner = _returned_def(function) or _returned_for_async(function)
     if inner is None or not isinstance(inner.node, ast.AsyncFunctionDef) or has_own_yield(inner):
         return False
     qualify = function.module.imports.qualify

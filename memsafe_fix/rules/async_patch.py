@@ -13,9 +13,14 @@ Targets are resolved from source, without importing anything: dotted strings
 and the standard library, following re-exports and class bases; `patch.object(Name, "attr")`
 for imported or local classes and modules; and `patch.object(obj, "attr")` where `obj` is a
 local or `self.` attribute assigned `Class(...)`, or a fixture of the same file returning
-`Class(...)`. A decorated `async def` counts only when its decorators are known to keep it a
-coroutine function (`staticmethod`, `classmethod`, `abstractmethod`, a project decorator
-written as `@functools.wraps(func) async def wrapper`, or one listed in `async-decorators`).
+`Class(...)`, and attributes of such instances that their class's methods assign `Class(...)`
+(`self.client = AsyncClient()` in `__init__`). A decorated `async def` counts only when its
+decorators are known to keep it a coroutine function (`staticmethod`, `classmethod`,
+`abstractmethod`, `typing.override`, a project decorator written as `@functools.wraps(func)
+async def wrapper` or one that returns the function unchanged, like
+`typing_extensions.override`'s shim, or one listed in `async-decorators`). Installed packages
+are read from the project's virtualenv (`.venv`, `venv`, any folder right below the project
+root with a `pyvenv.cfg`, `$VIRTUAL_ENV`, or the `python` setting).
 
 `--verbose` lists the targets that could not be resolved, with the reason; they are never
 findings.
@@ -28,8 +33,11 @@ target the keyword does not change behaviour; on a **sync** target it would brea
 (calling the mock returns a coroutine), which is why names like `send_async` or
 `create_async_engine` prove nothing.
 
-Also reported: `new=MagicMock(...)` (or `Mock`) as the replacement of a proven async target,
-where every `await` of the mock fails.
+Also reported: `new=MagicMock(...)` (or `Mock`) as the replacement of a proven async target
+when the test itself awaits the mock (`with patch(..., new=Mock()) as m: await m()`, or an
+`await` of the patched target or of the result of calling it), where that `await` fails.
+Whether the code under test awaits it cannot be seen from the test (a mock handed to a mocked
+`asyncio.create_task` never is), so nothing is said then.
 
 ## Example
 ```python
@@ -151,6 +159,51 @@ def _scope_of(node: ast.AST, module: ModuleAnalysis) -> Optional[Def]:
     return scope
 
 
+def _test_awaits(patch: PatchCall, module: ModuleAnalysis) -> bool:
+    """Whether the test around a ``patch(..., new=Mock())`` visibly awaits the mock: an
+    ``await`` whose expression calls it (by its ``with ... as`` name, or as the patched target is
+    written: ``await engines.dispose(...)``, ``await client.fetch()``), or holds the result of
+    such a call (``pending = fetch(); await pending``). What the code under test does with the
+    mock is not visible here: a mock handed to a mocked ``asyncio.create_task`` is never
+    awaited, so nothing is claimed about it."""
+    call = patch.call
+    test = _scope_of(call, module)
+    if test is None or test.is_class:  # a decorator: the test is the function it decorates
+        test = next((d for d in module.defs if any(call is node for node in d.node.decorator_list)), None)
+    if test is None or test.is_class:
+        return False
+    names = {
+        item.optional_vars.id
+        for node in ast.walk(test.node)
+        if isinstance(node, (ast.With, ast.AsyncWith))
+        for item in node.items
+        if item.context_expr is call and isinstance(item.optional_vars, ast.Name)
+    }
+    target = call.args[0] if call.args else _keyword_value(call, "target")
+    written = target_text(patch) if patch.is_object else _string(target)
+
+    def calls_mock(node: ast.AST) -> bool:
+        if not isinstance(node, ast.Call):
+            return False
+        if isinstance(node.func, ast.Name) and node.func.id in names:
+            return True
+        return written is not None and written in (ast.unparse(node.func), module.imports.qualify(node.func))
+
+    results = {
+        t.id
+        for node in ast.walk(test.node)
+        if isinstance(node, ast.Assign) and calls_mock(node.value)
+        for t in node.targets
+        if isinstance(t, ast.Name)
+    }
+    return any(
+        calls_mock(inner) or (isinstance(inner, ast.Name) and inner.id in results)
+        for node in ast.walk(test.node)
+        if isinstance(node, ast.Await)
+        for inner in ast.walk(node.value)
+    )
+
+
 def _keyword_value(call: ast.Call, name: str) -> Optional[ast.expr]:
     return next((k.value for k in call.keywords if k.arg == name), None)
 
@@ -201,9 +254,13 @@ class AsyncPatch(Rule):
             if new is None and len(call.args) > patch.new_position:
                 new = call.args[patch.new_position]
             if new is None:
-                yield self._new_callable_finding(context, patch)
-            elif isinstance(new, ast.Call) and self._mock_class(new.func, patch, module) in SYNC_MOCKS:
-                yield self._sync_new_finding(context, patch, new)
+                yield self._new_callable_finding(context, patch, resolution)
+            elif (
+                isinstance(new, ast.Call)
+                and self._mock_class(new.func, patch, module) in SYNC_MOCKS
+                and _test_awaits(patch, module)
+            ):
+                yield self._sync_new_finding(context, patch, new, resolution)
 
     @staticmethod
     def _can_take_new_callable(patch: PatchCall) -> bool:
@@ -262,9 +319,11 @@ class AsyncPatch(Rule):
         assert patch.module is not None
         return "AsyncMock", (ImportName(patch.module, "AsyncMock"),)
 
-    def _new_callable_finding(self, context: Context, patch: PatchCall) -> Finding:
+    def _new_callable_finding(self, context: Context, patch: PatchCall, resolution: Resolution) -> Finding:
         call = patch.call
-        message = f"patch of async `{target_text(patch)}` should pass `new_callable=AsyncMock`"
+        # ``patch.object(agent, "fetch_card")`` names the method found, not the local variable.
+        target = resolution.method if patch.is_object and resolution.method else target_text(patch)
+        message = f"patch of async `{target}` should pass `new_callable=AsyncMock`"
         spelling = self._async_mock(context, patch)
         if spelling is None:
             return context.finding(self.code, call, message + " (`AsyncMock` is bound to something else here)")
@@ -273,8 +332,11 @@ class AsyncPatch(Rule):
         add = AddArgument(index, ast.unparse(call.func), f"new_callable={name}")
         return context.finding(self.code, call, message, Fix((add, *edits)))
 
-    def _sync_new_finding(self, context: Context, patch: PatchCall, new: ast.Call) -> Finding:
-        message = f"`{ast.unparse(new.func)}` replaces async `{target_text(patch)}`: awaiting it fails; use `AsyncMock`"
+    def _sync_new_finding(self, context: Context, patch: PatchCall, new: ast.Call, resolution: Resolution) -> Finding:
+        target = resolution.method if patch.is_object and resolution.method else target_text(patch)
+        message = (
+            f"`{ast.unparse(new.func)}` replaces async `{target}` and the test awaits it, which fails; use `AsyncMock`"
+        )
         spelling = self._async_mock(context, patch)
         if spelling is None or not context.settings.unsafe_fixes:
             hint = " (unsafe fix available with --unsafe-fixes)" if spelling is not None else ""

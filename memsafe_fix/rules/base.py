@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import io
+import tokenize
 from functools import cached_property
 from typing import TYPE_CHECKING, ClassVar, Iterator, Optional
 
@@ -23,8 +25,11 @@ GC_COLLECT = "gc.collect"
 class Context:
     """Everything rules need to know about one file, computed once and shared."""
 
-    def __init__(self, module: ModuleAnalysis) -> None:
+    def __init__(self, module: ModuleAnalysis, group_names: Optional[dict[str, str]] = None) -> None:
         self.module = module
+        # Class name -> ``xdist_group`` name, for classes whose default name other files of
+        # the run share (see ``xdist_group.shared_group_names``).
+        self.group_names = group_names or {}
         self.settings = module.settings
         self.mocks = MockUsage(module)
         self.is_conftest = module.module_name == "conftest"
@@ -83,6 +88,14 @@ class Context:
         qualify = (module or self.module).imports.qualify
         return any(isinstance(n, ast.Call) and qualify(n.func) == dotted for n in ast.walk(node))
 
+    def string(self, text: str) -> str:
+        """``text`` as a string literal in the quotes this file uses."""
+        return string_literal(text, self.quote)
+
+    @cached_property
+    def quote(self) -> str:
+        return preferred_quote(self.module.source)
+
     def finding(self, code: str, node: ast.AST, message: str, fix: Optional[Fix] = None) -> Finding:
         line, col = self.module.position(node)
         return Finding(code, line, col, message, fix)
@@ -132,6 +145,24 @@ class ProjectRule:
         return Finding(self.code, position[0], position[1], message, fix)
 
 
-def string_literal(text: str) -> str:
-    """A double-quoted Python string literal, as black and ruff format them."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+def string_literal(text: str, quote: str = '"') -> str:
+    """A Python string literal in ``quote``s (double: black's and ruff's default), in the other
+    quotes when that spares escaping, as those formatters do."""
+    other = "'" if quote == '"' else '"'
+    if quote in text and other not in text:
+        quote = other
+    return quote + text.replace("\\", "\\\\").replace(quote, "\\" + quote) + quote
+
+
+def preferred_quote(source: str) -> str:
+    """``'`` when most one-line string literals in ``source`` use single quotes, else ``"``."""
+    counts = {"'": 0, '"': 0}
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(source).readline):
+            if token.type == tokenize.STRING:
+                body = token.string.lstrip("rRbBuUfF")
+                if body[:3] not in ('"""', "'''"):
+                    counts[body[0]] += 1
+    except (tokenize.TokenError, SyntaxError):
+        pass
+    return "'" if counts["'"] > counts['"'] else '"'

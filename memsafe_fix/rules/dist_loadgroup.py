@@ -91,7 +91,12 @@ class DistLoadgroup(ProjectRule):
             yield self.finding(project, position, message + (f"; also, {versions}" if versions else ""), None)
             return
         where = "no pytest configuration sets" if project.config is None else "`addopts` does not set"
-        message = f"tests use `xdist_group` markers, but {where} `--dist loadgroup`, so pytest-xdist ignores them"
+        used = (
+            "tests use `xdist_group` markers"
+            if "xdist_group" in project.existing_markers
+            else "MSF001 adds `xdist_group` markers to the tests"
+        )
+        message = f"{used}, but {where} `--dist loadgroup`, so pytest-xdist ignores them"
         fix = None
         if xdist_disabled(project.tokens):
             message += " (and `-p no:xdist` in `addopts` turns pytest-xdist off)"

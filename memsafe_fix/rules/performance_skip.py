@@ -44,7 +44,7 @@ from memsafe_fix.analysis.collection import matches_prefix_or_glob
 from memsafe_fix.analysis.markers import XDIST_WORKER_VARIABLE, is_xdist_skip, marker_name, pytestmark_assignment
 from memsafe_fix.analysis.module import Def
 from memsafe_fix.edits import ExtendPytestmark, Finding, Fix, InsertDecorator
-from memsafe_fix.rules.base import Context, Rule, string_literal
+from memsafe_fix.rules.base import Context, Rule
 
 
 class PerformanceSkip(Rule):
@@ -84,8 +84,8 @@ class PerformanceSkip(Rule):
         skipif, pytest_imports = context.spell("pytest.mark.skipif")
         getenv, os_imports = context.spell("os.getenv")
         args = [
-            f'{getenv}("{XDIST_WORKER_VARIABLE}") is not None',
-            f"reason={string_literal(context.settings.skip_reason)}",
+            f"{getenv}({context.string(XDIST_WORKER_VARIABLE)}) is not None",
+            f"reason={context.string(context.settings.skip_reason)}",
         ]
         code = context.call_code(scope, skipif, args) if scope else f"{skipif}({', '.join(args)})"
         return code, tuple(dict.fromkeys(pytest_imports + os_imports))

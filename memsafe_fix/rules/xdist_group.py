@@ -26,11 +26,15 @@ class TestAPIKeySecurity:
     def test_rotate(self):
         client = MagicMock()
 ```
-The name comes from `group-name`: `class` (default: the class name without its `Test`
-prefix or suffix, in snake_case), `module` (the file name without `test_`), or
-`module-class` (`module.class`). With `class`, same-named classes in different files share one
-group, so they all run on one worker: in suites that reuse class names across modules (say a
-`TestChannel` per transport), prefer `module-class`.
+The name comes from `group-name`: `class` (the class name without its `Test` prefix or
+suffix, in snake_case), `module` (the file name without `test_`), or `module-class`
+(`module.class`). By default it is the class's name, except where classes in different files
+of the run would share it (or a marker in another file already uses it): those are qualified
+with their module (`test_openai.py::TestCountTokens` -> `openai.count_tokens`), and with parent
+folders while files are named alike (`a/test_tokens.py` -> `a.tokens.count_tokens`), so
+unrelated classes do not all run on one worker. The names depend only on the files of the run,
+so a `--diff` and a `--write` over the same files agree. With `group-name = "class"` set
+explicitly, same-named classes in different files share one group.
 
 ## Fix safety
 Safe for test outcomes under pytest: a marker changes only how `--dist loadgroup` distributes
@@ -44,12 +48,16 @@ there with `# memsafe: ignore[MSF001]`.
 from __future__ import annotations
 
 import re
+from collections import defaultdict
+from pathlib import Path
 from typing import Iterator
 
+from memsafe_fix.analysis.collection import matches_prefix_or_glob
 from memsafe_fix.analysis.markers import marker_name, marks_of
 from memsafe_fix.analysis.module import Def
+from memsafe_fix.config import Settings
 from memsafe_fix.edits import Finding, Fix, InsertDecorator
-from memsafe_fix.rules.base import Context, Rule, string_literal
+from memsafe_fix.rules.base import Context, Rule
 
 
 def snake_case(name: str) -> str:
@@ -74,7 +82,64 @@ def group_name(cls: Def, context: Context) -> str:
         return module_group(context.module.module_name)
     if strategy == "module-class":
         return f"{module_group(context.module.module_name)}.{class_group(cls.name)}"
+    if strategy is None and cls.name in context.group_names:
+        return context.group_names[cls.name]
     return class_group(cls.name)
+
+
+# Parent folders added to a qualified group name at most, to tell same-named files apart.
+MAX_QUALIFYING_FOLDERS = 3
+_CLASS_LINE = re.compile(r"^[ \t]*class[ \t]+(\w+)(.*)", re.MULTILINE)
+_GROUP_MARKER = re.compile(r"xdist_group\(\s*(?:name\s*=\s*)?[rRuU]?[\"']([^\"']+)[\"']")
+
+
+def shared_group_names(files: list[tuple[Path, Settings]]) -> dict[Path, dict[str, str]]:
+    """With the default naming, the group names of classes whose class-derived name other
+    files of the run also derive or already use: for each file, class name -> the name
+    qualified with the module (``openai.count_tokens``), and with parent folders until the
+    files differ (``openai/test_tokens.py`` next to ``anthropic/test_tokens.py`` gives
+    ``openai.tokens.count_tokens``). Read from the files' text, without parsing them: every
+    class named like a test class counts, so a run over the same files always picks the same
+    names."""
+    if not any(
+        settings.group_name is None and settings.rule_enabled(XdistGroup.code, path) for path, settings in files
+    ):
+        return {}
+    classes: dict[Path, list[str]] = {}
+    owners: dict[str, set[Path]] = defaultdict(set)
+    for path, settings in files:
+        try:
+            text = path.read_bytes().decode("utf-8", "replace")
+        except OSError:
+            continue
+        for marker in _GROUP_MARKER.findall(text):
+            owners[marker].add(path)
+        if settings.group_name is not None or not settings.rule_enabled(XdistGroup.code, path):
+            continue
+        classes[path] = [
+            name
+            for name, rest in _CLASS_LINE.findall(text)
+            if matches_prefix_or_glob(name, settings.python_classes) or "TestCase" in rest
+        ]
+        for name in classes[path]:
+            owners[class_group(name)].add(path)
+    pending = {(path, name) for path, names in classes.items() for name in names if len(owners[class_group(name)]) > 1}
+    found: dict[Path, dict[str, str]] = defaultdict(dict)
+    for folders in range(MAX_QUALIFYING_FOLDERS + 1):
+        attempt = {key: _qualified(key[0], folders, class_group(key[1])) for key in pending}
+        holders = defaultdict(set)
+        for (path, _), name in attempt.items():
+            holders[name].add(path)
+        for (path, name), group in attempt.items():
+            if len(holders[group]) == 1 or folders == MAX_QUALIFYING_FOLDERS:
+                found[path][name] = group
+        pending = {(path, name) for path, name in pending if name not in found[path]}
+    return dict(found)
+
+
+def _qualified(path: Path, folders: int, group: str) -> str:
+    parents = list(path.parent.parts[-folders:]) if folders else []
+    return ".".join([*parents, module_group(path.stem), group])
 
 
 class XdistGroup(Rule):
@@ -111,6 +176,6 @@ class XdistGroup(Rule):
                 continue
             grouped.add(cls.index)
             mark, imports = context.spell("pytest.mark.xdist_group")
-            decorator = context.call_code(cls, mark, [f"name={string_literal(group_name(cls, context))}"])
+            decorator = context.call_code(cls, mark, [f"name={context.string(group_name(cls, context))}"])
             fix = Fix((InsertDecorator(cls.index, len(cls.node.decorator_list), decorator),), imports)
             yield context.finding(self.code, cls.node, f"test class `{cls.name}` has no `xdist_group` marker", fix)
