@@ -13,6 +13,7 @@ the ``locals`` suite they are test locals. Each suite runs, with
 - none: as generated;
 - seed pattern: every class has ``def teardown_method(self): gc.collect()``;
 - memsafe-fix: a copy rewritten by the ``memsafe-fix --write`` installed next to this Python;
+- full: the same with ``teardown-gc = "full"`` (the seed's ``gc.collect()`` after the release);
 - release-only: the same with MSF002 and MSF005 ignored: MSF006's teardowns release ``self``
   state without calling ``gc.collect()``;
 - --memsafe-gc: the unchanged suite, with the plugin's ``--memsafe-gc``.
@@ -104,12 +105,17 @@ SUITES = {"self": "mocks on `self`", "locals": "mocks in locals"}
 PATTERNS = {
     "none": "none",
     "seed": "seed: `teardown_method` with `gc.collect()`",
-    "memsafe-fix": "`memsafe-fix --write`",
+    "memsafe-fix": "`memsafe-fix --write` (release, `gc.collect(1)`)",
+    "full": "`memsafe-fix --write` with `teardown-gc = \"full\"` (release, `gc.collect()`)",
     "release-only": "`memsafe-fix --write`, MSF002/MSF005 off (release, no `gc.collect()`)",
     "plugin": "`--memsafe-gc`, files unchanged",
 }
 # memsafe-fix configuration per rewritten variant.
-REWRITES = {"memsafe-fix": "", "release-only": '[tool.memsafe-fix]\nignore = ["MSF002", "MSF005"]\n'}
+REWRITES = {
+    "memsafe-fix": "",
+    "full": '[tool.memsafe-fix]\nteardown-gc = "full"\n',
+    "release-only": '[tool.memsafe-fix]\nignore = ["MSF002", "MSF005"]\n',
+}
 
 
 def bigmod() -> str:
