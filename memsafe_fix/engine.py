@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import ast
 import io
+import multiprocessing
 import os
+import shutil
+import signal
 import tempfile
+import threading
+import time
 import tokenize
 import traceback
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from enum import Enum
+from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
 from typing import Iterator, Optional
 
 import libcst as cst
 
-from memsafe_fix.analysis.index import INDEX_FOLDER
+from memsafe_fix.analysis.index import use_folder
 from memsafe_fix.analysis.markers import registered_markers, used_markers
 from memsafe_fix.analysis.module import ModuleAnalysis
 from memsafe_fix.analysis.project import first_party_names
@@ -30,6 +36,8 @@ from memsafe_fix.rules.async_patch import AsyncPatch
 
 # Below this many files, starting worker processes costs more than it saves.
 PARALLEL_THRESHOLD = 32
+# How often a worker checks that the process that started it is still there.
+PARENT_CHECK_SECONDS = 0.1
 
 
 class Mode(str, Enum):
@@ -158,6 +166,8 @@ def process(job: Job, data: Optional[bytes] = None) -> FileResult:
     """Check, diff or fix one file. ``data``: its bytes when they do not come from ``job.path``
     (stdin); then ``--write`` returns the fixed bytes in ``result.output`` instead of writing."""
     result = FileResult(job.display)
+    if _cancelled_run():
+        return result
     from_stdin = data is not None
     try:
         if data is None:
@@ -192,7 +202,7 @@ def process(job: Job, data: Optional[bytes] = None) -> FileResult:
             return result
         elif job.mode is Mode.DIFF:
             result.diff = unified_diff(source, new_source, job.display)
-        else:
+        elif not _cancelled_run():
             write_atomically(job.path, new_source.encode(encoding))
         return result
     except SyntaxError as exc:
@@ -218,16 +228,54 @@ def _note_added_markers(result: FileResult) -> None:
 
 
 def run(jobs: list[Job]) -> Iterator[FileResult]:
-    """Results in the order of ``jobs``; files are processed in parallel when there are many."""
+    """Results in the order of ``jobs``; files are processed in parallel when there are many.
+    Closing the iterator early (an interrupt, SIGTERM) cancels the run: no file is written
+    after that, and the workers exit."""
     workers = os.cpu_count() or 1
     if len(jobs) < PARALLEL_THRESHOLD or workers == 1:
         yield from map(process, jobs)
         return
+    cancelled = multiprocessing.get_context().Event()
     # The workers share one index of the modules the files import (see ``analysis/index.py``).
     with tempfile.TemporaryDirectory(prefix="memsafe-fix-index-") as index:
-        os.environ[INDEX_FOLDER] = index
+        pool = ProcessPoolExecutor(max_workers=workers, initializer=_start_worker, initargs=(index, cancelled))
         try:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                yield from pool.map(process, jobs, chunksize=max(1, len(jobs) // (workers * 8)))
-        finally:
-            del os.environ[INDEX_FOLDER]
+            yield from pool.map(process, jobs, chunksize=max(1, len(jobs) // (workers * 8)))
+        except BaseException:
+            cancelled.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown()
+
+
+# In a worker process: set when the run is cancelled, and the process it was started from.
+_cancelled: Optional[EventType] = None
+_parent: Optional[int] = None
+
+
+def _start_worker(index: str, cancelled: EventType) -> None:
+    global _cancelled, _parent
+    _cancelled, _parent = cancelled, os.getppid()
+    # The main process decides what an interrupt means (it cancels the run); SIGTERM kills.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    use_folder(index)
+    threading.Thread(target=_exit_with_parent, args=(index,), daemon=True).start()
+
+
+def _exit_with_parent(index: str) -> None:
+    """A worker whose parent died (SIGKILL) would otherwise go on rewriting files, or block
+    forever handing back results nobody reads: it removes the index and exits."""
+    while not _orphaned():
+        time.sleep(PARENT_CHECK_SECONDS)
+    shutil.rmtree(index, ignore_errors=True)
+    os._exit(1)
+
+
+def _orphaned() -> bool:
+    return _parent is not None and os.getppid() != _parent
+
+
+def _cancelled_run() -> bool:
+    """In a worker: the run was cancelled, or the process that started it is gone."""
+    return (_cancelled is not None and _cancelled.is_set()) or _orphaned()
