@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import errno
 import io
 import multiprocessing
 import os
@@ -146,15 +147,38 @@ def read_source(data: bytes) -> tuple[str, str]:
 
 
 def write_atomically(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` via a temporary file and rename, keeping its mode. A
-    symlink is written through: its target changes, the link stays a link."""
+    """Replace the contents of ``path`` with ``data``, never leaving a half-written file: the
+    data goes to a temporary file next to it first (with the file's mode, and its owner and
+    group where the process may set them), which is read back and then renamed over the file.
+    A file with more than one hard link is instead rewritten in place from the verified copy,
+    so that every link sees the change (the copy is renamed over it if that write fails). A
+    symlink is written through: its target changes, the link stays a link. Raises
+    ``PermissionError`` for a read-only file, as black and ruff do (even for root, who could
+    write it: someone made it read-only)."""
     path = path.resolve()
-    mode = path.stat().st_mode
+    status = path.stat()
+    if not os.access(path, os.W_OK) or not status.st_mode & 0o222:
+        raise PermissionError(errno.EACCES, "the file is read-only")
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".memsafe-tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-        os.chmod(temporary, mode & 0o7777)
+        os.chmod(temporary, status.st_mode & 0o7777)
+        try:
+            os.chown(temporary, status.st_uid, status.st_gid)
+        except PermissionError:
+            pass  # not root: the file becomes this user's, as any editor's save would make it
+        if Path(temporary).read_bytes() != data:
+            raise OSError(errno.EIO, "the written copy does not read back")
+        if status.st_nlink > 1:
+            try:
+                with path.open("r+b") as handle:
+                    handle.write(data)
+                    handle.truncate()
+                os.unlink(temporary)
+                return
+            except OSError:
+                pass  # the verified copy takes its place below: one link less, nothing lost
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
@@ -203,7 +227,11 @@ def process(job: Job, data: Optional[bytes] = None) -> FileResult:
         elif job.mode is Mode.DIFF:
             result.diff = unified_diff(source, new_source, job.display)
         elif not _cancelled_run():
-            write_atomically(job.path, new_source.encode(encoding))
+            try:
+                write_atomically(job.path, new_source.encode(encoding))
+            except OSError as exc:
+                result.fixed, result.findings = [], []
+                result.error = f"{job.display}:1:1: error: cannot write file: {exc.strerror or exc}"
         return result
     except SyntaxError as exc:
         line, col = exc.lineno or 1, (exc.offset or 1)

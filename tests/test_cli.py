@@ -138,7 +138,7 @@ def test_future_import_error_in_input_is_a_syntax_error(project: Path) -> None:
 
 
 def test_unreadable_file_and_missing_path(project: Path) -> None:
-    (project / "tests" / "test_dangling.py").symlink_to(project / "nowhere.py")
+    (project / "tests" / "test_dangling.py").symlink_to(project / "tests" / "nowhere.py")
     (project / "tests" / "test_ok.py").write_text(MOCK_CLASS)
     result = invoke("--write", "tests", "missing_dir")
     assert result.exit_code == 2
@@ -303,14 +303,61 @@ def test_bases_resolve_from_the_package_base_without_project_markers(tmp_path: P
     assert "+    def tearDown(self):\n+        super().tearDown()\n+        gc.collect()" in result.stdout
 
 
-def test_write_through_a_symlink_keeps_the_link(project: Path) -> None:
+def test_write_through_a_symlink_named_explicitly_keeps_the_link(project: Path) -> None:
     real = project / "shared_test_a.py"
     real.write_text(MOCK_CLASS)
     link = project / "tests" / "test_a.py"
     link.symlink_to(real)
-    assert invoke("--write", "tests").exit_code == 0
+    assert invoke("--write", "tests/test_a.py").exit_code == 0
     assert link.is_symlink()
     assert "gc.collect()" in real.read_text()
+
+
+def test_symlink_to_a_file_outside_the_given_folder_is_skipped(project: Path) -> None:
+    outside = project / "elsewhere" / "test_shared.py"
+    outside.parent.mkdir()
+    outside.write_text(MOCK_CLASS)
+    (project / "tests" / "test_link.py").symlink_to(outside)
+    (project / "tests" / "test_inside.py").write_text(MOCK_CLASS)
+    (project / "tests" / "test_link_inside.py").symlink_to(project / "tests" / "test_inside.py")
+    assert invoke("--write", "tests").exit_code == 0
+    assert outside.read_text() == MOCK_CLASS
+    assert "gc.collect()" in (project / "tests" / "test_inside.py").read_text()
+
+
+def test_read_only_file_is_refused_with_one_line_and_others_are_written(project: Path) -> None:
+    read_only = project / "tests" / "test_a.py"
+    read_only.write_text(MOCK_CLASS)
+    read_only.chmod(0o444)
+    (project / "tests" / "test_b.py").write_text(MOCK_CLASS)
+    result = invoke("--write", "tests")
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == ["tests/test_a.py:1:1: error: cannot write file: the file is read-only"]
+    assert read_only.read_text() == MOCK_CLASS
+    assert stat.S_IMODE(read_only.stat().st_mode) == 0o444
+    assert "gc.collect()" in (project / "tests" / "test_b.py").read_text()
+
+
+def test_write_keeps_hard_links_linked(project: Path) -> None:
+    target = project / "tests" / "test_a.py"
+    target.write_text(MOCK_CLASS)
+    link = project / "test_a_link.py"
+    os.link(target, link)
+    assert invoke("--write", "tests").exit_code == 0
+    assert "gc.collect()" in target.read_text()
+    assert link.read_text() == target.read_text()
+    assert os.path.samefile(link, target)
+    assert sorted(p.name for p in (project / "tests").iterdir()) == ["test_a.py"]
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="only root can give files away")
+def test_write_as_root_keeps_owner_and_group(project: Path) -> None:
+    target = project / "tests" / "test_a.py"
+    target.write_text(MOCK_CLASS)
+    os.chown(target, 65534, 65534)
+    assert invoke("--write", "tests").exit_code == 0
+    assert "gc.collect()" in target.read_text()
+    assert (target.stat().st_uid, target.stat().st_gid) == (65534, 65534)
 
 
 def test_output_formats_statistics_quiet_and_exit_zero(project: Path) -> None:
