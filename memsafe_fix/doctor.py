@@ -153,14 +153,15 @@ class Doctor:
                 # must not be reverted by writing the old text back with ours.
                 if project.location.read_bytes() != project.text.encode("utf-8"):
                     result.fixed, result.findings = [], []
-                    result.error = f"{result.display}:1:1: error: changed while memsafe-fix ran; not written (run again)"
+                    result.error = (
+                        f"{result.display}:1:1: error: changed while memsafe-fix ran; not written (run again)"
+                    )
                     return result
                 write_atomically(project.location, new_text.encode("utf-8"))
             except OSError as exc:
                 result.fixed, result.findings = [], []
                 result.error = f"{result.display}:1:1: error: cannot write file: {exc.strerror or exc}"
         return result
-
 
     def _owns(self, location: Path) -> bool:
         """Whether a configuration file without a pytest section may be given one: the one

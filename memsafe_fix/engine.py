@@ -14,6 +14,7 @@ import threading
 import time
 import tokenize
 import traceback
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from enum import Enum
@@ -30,7 +31,7 @@ from memsafe_fix.analysis.project import first_party_names
 from memsafe_fix.analysis.targets import Resolution
 from memsafe_fix.config import Settings
 from memsafe_fix.edits import Finding
-from memsafe_fix.fixer import FixError, apply_fixes
+from memsafe_fix.fixer import FixError, LossySource, apply_fixes
 from memsafe_fix.report import unified_diff
 from memsafe_fix.rules import ALL_RULES, Context
 from memsafe_fix.rules.async_patch import AsyncPatch
@@ -129,8 +130,10 @@ def fix_source(
     try:
         # One parse of the new text serves both the compile check and the re-check; compiling
         # the tree still catches what ast.parse lets through (a misplaced __future__ import).
-        new_tree = ast.parse(new_source)
-        compile(new_tree, module_name, "exec", dont_inherit=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SyntaxWarning)  # about the user's code, not the fix
+            new_tree = ast.parse(new_source)
+            compile(new_tree, module_name, "exec", dont_inherit=True)
     except SyntaxError as exc:
         compile(module.tree, module_name, "exec", dont_inherit=True)  # the input's own error wins
         raise FixError(f"the fixed file would not compile ({exc.msg}, line {exc.lineno})") from exc
@@ -141,9 +144,14 @@ def fix_source(
 
 
 def read_source(data: bytes) -> tuple[str, str]:
-    """Decode like Python does (BOM, coding cookie); returns (text, encoding to write back)."""
+    """Decode like Python does (BOM, coding cookie); returns (text, encoding to write back).
+    Raises ``LookupError`` for an encoding that does not give the same bytes back (such as
+    ``unicode_escape``), since the file could not be written back as it was."""
     encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
-    return data.decode(encoding), encoding
+    text = data.decode(encoding)
+    if text.encode(encoding) != data:
+        raise LookupError(f"the `{encoding}` encoding does not give the same bytes back; file left unchanged")
+    return text, encoding
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -189,6 +197,15 @@ def write_atomically(path: Path, data: bytes) -> None:
 def process(job: Job, data: Optional[bytes] = None) -> FileResult:
     """Check, diff or fix one file. ``data``: its bytes when they do not come from ``job.path``
     (stdin); then ``--write`` returns the fixed bytes in ``result.output`` instead of writing."""
+    with warnings.catch_warnings():
+        # Compiling a file (``\d`` in a string, ``assert (x, "why")``) warns about the user's
+        # code, which is not what they ran memsafe-fix for.
+        warnings.simplefilter("ignore", SyntaxWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return _process(job, data)
+
+
+def _process(job: Job, data: Optional[bytes]) -> FileResult:
     result = FileResult(job.display)
     if _cancelled_run():
         return result
@@ -225,7 +242,8 @@ def process(job: Job, data: Optional[bytes] = None) -> FileResult:
         elif new_source == source:
             return result
         elif job.mode is Mode.DIFF:
-            result.diff = unified_diff(source, new_source, job.display)
+            bom = "\ufeff" if encoding == "utf-8-sig" else ""  # in the patch too, or git finds no match
+            result.diff = unified_diff(bom + source, bom + new_source, job.display)
         elif not _cancelled_run():
             try:
                 write_atomically(job.path, new_source.encode(encoding))
@@ -238,6 +256,8 @@ def process(job: Job, data: Optional[bytes] = None) -> FileResult:
         result.error = f"{job.display}:{line}:{col}: syntax error: {exc.msg}"
     except ValueError as exc:  # e.g. null bytes, which ast rejects with ValueError on 3.11
         result.error = f"{job.display}:1:1: syntax error: {exc}"
+    except LossySource as exc:
+        result.error = f"{job.display}:{exc.line}:1: error: cannot fix without losing bytes: {exc}; file left unchanged"
     except cst.ParserSyntaxError as exc:
         result.error = f"{job.display}:{exc.raw_line}:{exc.raw_column + 1}: syntax error: {exc.message}"
     except Exception as exc:  # a bug on one file must not stop the run or touch the file

@@ -332,7 +332,9 @@ def test_read_only_file_is_refused_with_one_line_and_others_are_written(project:
     (project / "tests" / "test_b.py").write_text(MOCK_CLASS)
     result = invoke("--write", "tests")
     assert result.exit_code == 2
-    assert result.stderr.strip().splitlines() == ["tests/test_a.py:1:1: error: cannot write file: the file is read-only"]
+    assert result.stderr.strip().splitlines() == [
+        "tests/test_a.py:1:1: error: cannot write file: the file is read-only"
+    ]
     assert read_only.read_text() == MOCK_CLASS
     assert stat.S_IMODE(read_only.stat().st_mode) == 0o444
     assert "gc.collect()" in (project / "tests" / "test_b.py").read_text()
@@ -599,3 +601,88 @@ def test_async_decorators_setting(project: Path) -> None:
     assert "patch of async `shop.client.Client.decorated`" in invoke("--check", "tests").stdout
     (project / "pyproject.toml").write_text("[tool.memsafe-fix]\nasync-decorators = 'x'\n")
     assert "`async-decorators` must be a list of strings" in invoke("tests").everything
+
+
+# --- rare bytes: kept, or the file is refused and left as it was --------------------------------
+
+
+def git_apply(project: Path, patch: str) -> None:
+    (project / "fix.patch").write_bytes(patch.encode("utf-8"))
+    subprocess.run(["git", "init", "-q", "."], check=True)
+    subprocess.run(["git", "apply", "fix.patch"], check=True)
+
+
+def test_form_feed_at_the_start_of_an_indented_line_is_refused(project: Path) -> None:
+    setup = "    def setup_method(self):\n        self.m = MagicMock()\n\n"
+    source = MOCK_CLASS.replace("    def test_a", f"{setup}\f    def test_a").encode()
+    (project / "tests" / "test_a.py").write_bytes(source)
+    result = invoke("--write", "tests")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("tests/test_a.py:8:1: error: cannot fix without losing bytes")
+    assert (project / "tests" / "test_a.py").read_bytes() == source
+
+
+def test_lone_cr_file_keeps_its_final_cr(project: Path) -> None:
+    (project / "tests" / "test_a.py").write_bytes(MOCK_CLASS.replace("\n", "\r").encode())
+    assert invoke("--write", "tests").exit_code == 0
+    written = (project / "tests" / "test_a.py").read_bytes()
+    assert written.endswith(b"assert MagicMock()\r") and b"\n" not in written
+    assert b"gc.collect()\r" in written
+
+
+def test_encoding_that_does_not_round_trip_is_refused(project: Path) -> None:
+    source = b"# coding: unicode_escape\n" + MOCK_CLASS.encode()
+    (project / "tests" / "test_a.py").write_bytes(source)
+    result = invoke("--write", "tests")
+    assert result.exit_code == 2
+    assert "tests/test_a.py:1:1: error: cannot decode file: the `unicode_escape` encoding" in result.stderr
+    assert (project / "tests" / "test_a.py").read_bytes() == source
+
+
+def test_diff_of_lines_holding_other_line_breaks_applies(project: Path) -> None:
+    source = "X = 1  # a\vb\fc\u2028d\x1ce\x85f\n" + MOCK_CLASS
+    (project / "tests" / "test_a.py").write_bytes(source.encode())
+    result = invoke("--diff", "tests")
+    git_apply(project, result.stdout)
+    applied = (project / "tests" / "test_a.py").read_bytes()
+    (project / "tests" / "test_a.py").write_bytes(source.encode())
+    assert invoke("--write", "tests").exit_code == 0
+    assert (project / "tests" / "test_a.py").read_bytes() == applied
+
+
+def test_diff_of_a_file_with_a_bom_applies(project: Path) -> None:
+    source = b"\xef\xbb\xbf" + MOCK_CLASS.encode()
+    (project / "tests" / "test_a.py").write_bytes(source)
+    git_apply(project, invoke("--diff", "tests").stdout)
+    applied = (project / "tests" / "test_a.py").read_bytes()
+    assert applied.startswith(b"\xef\xbb\xbf") and b"gc.collect()" in applied
+    (project / "tests" / "test_a.py").write_bytes(source)
+    assert invoke("--write", "tests").exit_code == 0
+    assert (project / "tests" / "test_a.py").read_bytes() == applied
+
+
+def test_no_syntax_warning_about_the_users_code(project: Path) -> None:
+    source = MOCK_CLASS.replace("assert MagicMock()", "assert (MagicMock(), 'always true')\n        x = '\\d'")
+    (project / "tests" / "test_a.py").write_text(source)
+    run = subprocess.run(
+        [sys.executable, "-W", "default", "-m", "memsafe_fix", "--write", "-q", "tests"],
+        capture_output=True,
+        text=True,
+    )
+    assert (run.returncode, run.stderr) == (0, "")
+    assert "gc.collect()" in (project / "tests" / "test_a.py").read_text()
+
+
+def test_inserted_method_is_indented_like_the_class_body(project: Path) -> None:
+    source = "def helper():\n        return 1\n\n\n" + MOCK_CLASS.replace("    ", "  ")
+    (project / "tests" / "test_a.py").write_text(source)
+    assert invoke("--write", "tests").exit_code == 0
+    assert "\n  def teardown_method(self):\n    gc.collect()\n" in (project / "tests" / "test_a.py").read_text()
+
+
+def test_identifiers_equal_under_nfkc_are_fixed(project: Path) -> None:
+    source = "def helper_\ufb01x():\n    pass\n\n\n" + MOCK_CLASS
+    (project / "tests" / "test_a.py").write_text(source)
+    result = invoke("--write", "tests")
+    assert result.exit_code == 0, result.everything
+    assert "def helper_\ufb01x():" in (project / "tests" / "test_a.py").read_text()

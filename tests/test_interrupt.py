@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 
 FILES = 1500
-MOCK_CLASS = "from unittest.mock import MagicMock\n\n\nclass TestA{i}:\n    def test_a(self):\n        assert MagicMock()\n"
+MOCK_CLASS = (
+    "from unittest.mock import MagicMock\n\n\nclass TestA{i}:\n    def test_a(self):\n        assert MagicMock()\n"
+)
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux") or (os.cpu_count() or 1) < 2, reason="needs /proc and a parallel run"
