@@ -88,11 +88,14 @@ class GcTeardown(Rule):
             enclosing_teardown = any(p.index in with_teardown for p in _ancestors(cls))
             orphaned = enclosing_teardown and not unittest and own is None and inherited is None
             wanted = context.needs_pattern(cls) or orphaned
-            # A same-module base that memsafe-fix gives a collecting teardown covers this class.
+            # A same-module base that memsafe-fix gives a collecting teardown covers this class,
+            # unless this class's state is to be released: then it gets its own (MSF006 would
+            # otherwise write one that only releases, shadowing the base's gc.collect()).
             base_planned = (
                 own is None
                 and inherited is None
                 and any(b.module is context.module and b.index in collecting for b in bases.known)
+                and not self._releases(context, cls, unittest)
             )
             if own is not None or inherited is not None or base_planned:
                 with_teardown.add(cls.index)
