@@ -99,9 +99,12 @@ class GcTeardown(Rule):
             )
             if own is not None or inherited is not None or base_planned:
                 with_teardown.add(cls.index)
+            inherited_collects = inherited is not None and self._inherited_collects(inherited, collecting, context)
             if (
                 (own is not None and context.calls(own.node, GC_COLLECT))
-                or (own is None and inherited is not None and self._inherited_collects(inherited, collecting, context))
+                # MSF006's release-only override: ``super().teardown_method(...)``, then the release.
+                or (own is not None and inherited_collects and _calls_super(own, name))
+                or (own is None and inherited_collects)
                 or base_planned
             ):
                 collecting.add(cls.index)
@@ -190,6 +193,19 @@ def _assigned(cls: Def, name: str) -> bool:
             for t in (stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target])
         )
         for stmt in cls.node.body
+    )
+
+
+def _calls_super(method: Def, name: str) -> bool:
+    """Whether ``method`` calls ``super().name(...)``."""
+    return any(
+        isinstance(n, ast.Call)
+        and isinstance(n.func, ast.Attribute)
+        and n.func.attr == name
+        and isinstance(n.func.value, ast.Call)
+        and isinstance(n.func.value.func, ast.Name)
+        and n.func.value.func.id == "super"
+        for n in ast.walk(method.node)
     )
 
 
