@@ -148,9 +148,12 @@ class _Writer:
             body += [*self.teardown(False, on_self), ""]
         for index in range(self.rng.randint(1, 3)):
             body += [*self.test_function(f"test_{index}", True, on_self), ""]
-        if depth < 2 and self.chance(0.2):
+        nested = depth < 2 and self.chance(0.2)
+        if nested:
             body += [*self.pytest_class(depth + 1, has_teardown or bool(base)), ""]
-        if depth == 0 and not base and self.chance(0.3):
+        # Not a base when it has a nested class: a subclass would inherit that class, and its
+        # own teardown would run on the inherited class's tests too.
+        if depth == 0 and not base and not nested and self.chance(0.3):
             self.bases.append(name)
         lines += self.block(body[:-1] if body[-1] == "" else body)
         return lines
