@@ -106,7 +106,7 @@ PATTERNS = {
     "none": "none",
     "seed": "seed: `teardown_method` with `gc.collect()`",
     "memsafe-fix": "`memsafe-fix --write` (release, `gc.collect(1)`)",
-    "full": "`memsafe-fix --write` with `teardown-gc = \"full\"` (release, `gc.collect()`)",
+    "full": '`memsafe-fix --write` with `teardown-gc = "full"` (release, `gc.collect()`)',
     "release-only": "`memsafe-fix --write`, MSF002/MSF005 off (release, no `gc.collect()`)",
     "plugin": "`--memsafe-gc`, files unchanged",
 }

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import inspect
 import os
+import signal
 import sys
+from contextlib import closing
 from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
@@ -207,9 +209,11 @@ def _run(paths: list[Path], mode: Mode, config: Optional[Path], options: "Output
         if mode is not Mode.DIFF:
             reported.extend((result.display, f) for f in result.findings if mode is Mode.CHECK or not f.fixable)
 
-    for job, result in zip(jobs, with_progress(run(jobs), len(jobs))):
-        doctor.add(job.path, result)
-        tally(result)
+    # Closed however the loop ends (an interrupt, SIGTERM): that cancels the files not yet done.
+    with closing(run(jobs)) as results:
+        for job, result in zip(jobs, with_progress(results, len(jobs))):
+            doctor.add(job.path, result)
+            tally(result)
     for result in doctor.results():
         tally(result)
     _print_findings(reported, options, to_stderr=mode is Mode.DIFF)
@@ -318,8 +322,14 @@ def main() -> None:
         sys.exit(EXIT_ERROR)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def _main() -> None:
     os.environ.setdefault("PYTHONIOENCODING", "utf-8")
+    # SIGTERM stops a run the way Ctrl-C does: files being written are completed, no others.
+    signal.signal(signal.SIGTERM, _interrupt)
     arguments = sys.argv[1:]
     # `memsafe-fix rule MSF002`, unless "rule" is a path the user wants checked.
     if arguments[:1] == ["rule"] and not os.path.exists("rule"):

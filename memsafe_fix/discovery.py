@@ -102,7 +102,9 @@ def walk(root: Path, settings: Settings) -> Iterator[Path]:
                 if include
                 else name.endswith(".py") and is_test_file(name, settings)
             )
-            if wanted and not paths.excluded(file, False):
+            # A symlink to a file outside ``root`` is not followed, as in ruff and black.
+            outside = file.is_symlink() and root not in file.resolve().parents
+            if wanted and not outside and not paths.excluded(file, False):
                 yield file
 
 

@@ -134,6 +134,8 @@ class Doctor:
             result.findings = findings
             return result
         try:
+            if project.config is None and not self._owns(project.location):
+                raise FixError("it has no pytest configuration and is outside the current folder")
             new_text, remaining = fix_project(project, fixable)
         except FixError as exc:
             result.findings = [
@@ -148,11 +150,29 @@ class Doctor:
             result.diff = unified_diff(project.text, new_text, result.display)
         else:
             try:
+                # Read when the first test file below it was processed: an edit made since then
+                # must not be reverted by writing the old text back with ours.
+                if project.location.read_bytes() != project.text.encode("utf-8"):
+                    result.fixed, result.findings = [], []
+                    result.error = (
+                        f"{result.display}:1:1: error: changed while memsafe-fix ran; not written (run again)"
+                    )
+                    return result
                 write_atomically(project.location, new_text.encode("utf-8"))
             except OSError as exc:
                 result.fixed, result.findings = [], []
                 result.error = f"{result.display}:1:1: error: cannot write file: {exc.strerror or exc}"
         return result
+
+    def _owns(self, location: Path) -> bool:
+        """Whether a configuration file without a pytest section may be given one: the one
+        ``--config`` names, or one in the current folder or below (``cd packages/foo`` in a
+        monorepo must not give the repository's ``pyproject.toml`` a pytest section)."""
+        if self.config_file is not None:
+            return location.resolve() == self.config_file.resolve()
+        here = Path.cwd().resolve()
+        folder = location.parent.resolve()
+        return folder == here or here in folder.parents
 
 
 def _nearest(folder: Path, name: str) -> Optional[Path]:

@@ -3,27 +3,36 @@
 from __future__ import annotations
 
 import ast
+import errno
+import gc
 import io
+import multiprocessing
 import os
+import shutil
+import signal
 import tempfile
+import threading
+import time
 import tokenize
 import traceback
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
 from typing import Iterator, Optional
 
 import libcst as cst
 
-from memsafe_fix.analysis.index import INDEX_FOLDER
+from memsafe_fix.analysis.index import use_folder
 from memsafe_fix.analysis.markers import registered_markers, used_markers
 from memsafe_fix.analysis.module import ModuleAnalysis
 from memsafe_fix.analysis.project import first_party_names
 from memsafe_fix.analysis.targets import Resolution
 from memsafe_fix.config import Settings
 from memsafe_fix.edits import Finding
-from memsafe_fix.fixer import FixError, apply_fixes
+from memsafe_fix.fixer import FixError, LossySource, apply_fixes
 from memsafe_fix.report import unified_diff
 from memsafe_fix.rules import ALL_RULES, Context
 from memsafe_fix.rules.async_patch import AsyncPatch
@@ -31,6 +40,8 @@ from memsafe_fix.rules.xdist_group import shared_group_names
 
 # Below this many files, starting worker processes costs more than it saves.
 PARALLEL_THRESHOLD = 32
+# How often a worker checks that the process that started it is still there.
+PARENT_CHECK_SECONDS = 0.1
 
 
 class Mode(str, Enum):
@@ -126,8 +137,10 @@ def fix_source(
     try:
         # One parse of the new text serves both the compile check and the re-check; compiling
         # the tree still catches what ast.parse lets through (a misplaced __future__ import).
-        new_tree = ast.parse(new_source)
-        compile(new_tree, module_name, "exec", dont_inherit=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SyntaxWarning)  # about the user's code, not the fix
+            new_tree = ast.parse(new_source)
+            compile(new_tree, module_name, "exec", dont_inherit=True)
     except SyntaxError as exc:
         compile(module.tree, module_name, "exec", dont_inherit=True)  # the input's own error wins
         raise FixError(f"the fixed file would not compile ({exc.msg}, line {exc.lineno})") from exc
@@ -138,21 +151,49 @@ def fix_source(
 
 
 def read_source(data: bytes) -> tuple[str, str]:
-    """Decode like Python does (BOM, coding cookie); returns (text, encoding to write back)."""
+    """Decode like Python does (BOM, coding cookie); returns (text, encoding to write back).
+    Raises ``LookupError`` for an encoding that does not give the same bytes back (such as
+    ``unicode_escape``), since the file could not be written back as it was."""
     encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
-    return data.decode(encoding), encoding
+    text = data.decode(encoding)
+    if text.encode(encoding) != data:
+        raise LookupError(f"the `{encoding}` encoding does not give the same bytes back; file left unchanged")
+    return text, encoding
 
 
 def write_atomically(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` via a temporary file and rename, keeping its mode. A
-    symlink is written through: its target changes, the link stays a link."""
+    """Replace the contents of ``path`` with ``data``, never leaving a half-written file: the
+    data goes to a temporary file next to it first (with the file's mode, and its owner and
+    group where the process may set them), which is read back and then renamed over the file.
+    A file with more than one hard link is instead rewritten in place from the verified copy,
+    so that every link sees the change (the copy is renamed over it if that write fails). A
+    symlink is written through: its target changes, the link stays a link. Raises
+    ``PermissionError`` for a read-only file, as black and ruff do (even for root, who could
+    write it: someone made it read-only)."""
     path = path.resolve()
-    mode = path.stat().st_mode
+    status = path.stat()
+    if not os.access(path, os.W_OK) or not status.st_mode & 0o222:
+        raise PermissionError(errno.EACCES, "the file is read-only")
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".memsafe-tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-        os.chmod(temporary, mode & 0o7777)
+        os.chmod(temporary, status.st_mode & 0o7777)
+        try:
+            os.chown(temporary, status.st_uid, status.st_gid)
+        except PermissionError:
+            pass  # not root: the file becomes this user's, as any editor's save would make it
+        if Path(temporary).read_bytes() != data:
+            raise OSError(errno.EIO, "the written copy does not read back")
+        if status.st_nlink > 1:
+            try:
+                with path.open("r+b") as handle:
+                    handle.write(data)
+                    handle.truncate()
+                os.unlink(temporary)
+                return
+            except OSError:
+                pass  # the verified copy takes its place below: one link less, nothing lost
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
@@ -163,7 +204,27 @@ def write_atomically(path: Path, data: bytes) -> None:
 def process(job: Job, data: Optional[bytes] = None) -> FileResult:
     """Check, diff or fix one file. ``data``: its bytes when they do not come from ``job.path``
     (stdin); then ``--write`` returns the fixed bytes in ``result.output`` instead of writing."""
+    collecting = gc.isenabled()
+    # The cyclic collector would walk the whole tree again and again while it is being built
+    # (a 10 MB file's ``ast.parse``: 24 s with it, 9 s without); one file's garbage is
+    # collected after it.
+    gc.disable()
+    try:
+        with warnings.catch_warnings():
+            # Compiling a file (``\d`` in a string, ``assert (x, "why")``) warns about the user's
+            # code, which is not what they ran memsafe-fix for.
+            warnings.simplefilter("ignore", SyntaxWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return _process(job, data)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _process(job: Job, data: Optional[bytes]) -> FileResult:
     result = FileResult(job.display)
+    if _cancelled_run():
+        return result
     from_stdin = data is not None
     try:
         if data is None:
@@ -197,15 +258,22 @@ def process(job: Job, data: Optional[bytes] = None) -> FileResult:
         elif new_source == source:
             return result
         elif job.mode is Mode.DIFF:
-            result.diff = unified_diff(source, new_source, job.display)
-        else:
-            write_atomically(job.path, new_source.encode(encoding))
+            bom = "\ufeff" if encoding == "utf-8-sig" else ""  # in the patch too, or git finds no match
+            result.diff = unified_diff(bom + source, bom + new_source, job.display)
+        elif not _cancelled_run():
+            try:
+                write_atomically(job.path, new_source.encode(encoding))
+            except OSError as exc:
+                result.fixed, result.findings = [], []
+                result.error = f"{job.display}:1:1: error: cannot write file: {exc.strerror or exc}"
         return result
     except SyntaxError as exc:
         line, col = exc.lineno or 1, (exc.offset or 1)
         result.error = f"{job.display}:{line}:{col}: syntax error: {exc.msg}"
     except ValueError as exc:  # e.g. null bytes, which ast rejects with ValueError on 3.11
         result.error = f"{job.display}:1:1: syntax error: {exc}"
+    except LossySource as exc:
+        result.error = f"{job.display}:{exc.line}:1: error: cannot fix without losing bytes: {exc}; file left unchanged"
     except cst.ParserSyntaxError as exc:
         result.error = f"{job.display}:{exc.raw_line}:{exc.raw_column + 1}: syntax error: {exc.message}"
     except Exception as exc:  # a bug on one file must not stop the run or touch the file
@@ -225,18 +293,56 @@ def _note_added_markers(result: FileResult) -> None:
 
 
 def run(jobs: list[Job]) -> Iterator[FileResult]:
-    """Results in the order of ``jobs``; files are processed in parallel when there are many."""
+    """Results in the order of ``jobs``; files are processed in parallel when there are many.
+    Closing the iterator early (an interrupt, SIGTERM) cancels the run: no file is written
+    after that, and the workers exit."""
     shared = shared_group_names([(job.path, job.settings) for job in jobs])
     jobs = [replace(job, group_names=shared[job.path]) if job.path in shared else job for job in jobs]
     workers = os.cpu_count() or 1
     if len(jobs) < PARALLEL_THRESHOLD or workers == 1:
         yield from map(process, jobs)
         return
+    cancelled = multiprocessing.get_context().Event()
     # The workers share one index of the modules the files import (see ``analysis/index.py``).
     with tempfile.TemporaryDirectory(prefix="memsafe-fix-index-") as index:
-        os.environ[INDEX_FOLDER] = index
+        pool = ProcessPoolExecutor(max_workers=workers, initializer=_start_worker, initargs=(index, cancelled))
         try:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                yield from pool.map(process, jobs, chunksize=max(1, len(jobs) // (workers * 8)))
-        finally:
-            del os.environ[INDEX_FOLDER]
+            yield from pool.map(process, jobs, chunksize=max(1, len(jobs) // (workers * 8)))
+        except BaseException:
+            cancelled.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown()
+
+
+# In a worker process: set when the run is cancelled, and the process it was started from.
+_cancelled: Optional[EventType] = None
+_parent: Optional[int] = None
+
+
+def _start_worker(index: str, cancelled: EventType) -> None:
+    global _cancelled, _parent
+    _cancelled, _parent = cancelled, os.getppid()
+    # The main process decides what an interrupt means (it cancels the run); SIGTERM kills.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    use_folder(index)
+    threading.Thread(target=_exit_with_parent, args=(index,), daemon=True).start()
+
+
+def _exit_with_parent(index: str) -> None:
+    """A worker whose parent died (SIGKILL) would otherwise go on rewriting files, or block
+    forever handing back results nobody reads: it removes the index and exits."""
+    while not _orphaned():
+        time.sleep(PARENT_CHECK_SECONDS)
+    shutil.rmtree(index, ignore_errors=True)
+    os._exit(1)
+
+
+def _orphaned() -> bool:
+    return _parent is not None and os.getppid() != _parent
+
+
+def _cancelled_run() -> bool:
+    """In a worker: the run was cancelled, or the process that started it is gone."""
+    return (_cancelled is not None and _cancelled.is_set()) or _orphaned()

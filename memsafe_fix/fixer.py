@@ -4,6 +4,7 @@ the edits do not touch (comments, blank lines, quotes, line endings) byte for by
 from __future__ import annotations
 
 import sys
+import unicodedata
 from collections import defaultdict
 from typing import Iterable, Optional, Sequence, Union
 
@@ -33,6 +34,35 @@ class FixError(Exception):
     """The planned edits do not match the file (a bug in memsafe-fix, never the user's)."""
 
 
+class LossySource(Exception):
+    """LibCST cannot write this file back byte for byte (a form feed at the start of a
+    statement's line): fixing it would lose bytes, so it is left alone."""
+
+    def __init__(self, line: int) -> None:
+        super().__init__(f"LibCST cannot write line {line} back byte for byte (a form feed at its start?)")
+        self.line = line
+
+
+def _same_name(cst_name: str, ast_name: str) -> bool:
+    """``ast`` normalizes identifiers (NFKC: ``helper_\ufb01x`` is ``helper_fix``); LibCST keeps them as written."""
+    return unicodedata.normalize("NFKC", cst_name) == ast_name
+
+
+def _parse_keeping_bytes(source: str) -> tuple[cst.Module, str]:
+    """The LibCST module of ``source``, and what its code lacks at the end: the final ``\r`` of
+    a file whose lines end in a lone CR, which LibCST drops (and nothing else: any other loss
+    raises ``LossySource``)."""
+    module = cst.parse_module(source)
+    code = module.code
+    if code == source:
+        return module, ""
+    if source.endswith("\r") and not source.endswith("\r\n") and code == source[:-1]:
+        return module, "\r"
+    kept = code.split("\n")
+    line = next((n for n, (a, b) in enumerate(zip(source.split("\n"), kept), 1) if a != b), len(kept))
+    raise LossySource(line)
+
+
 def apply_fixes(
     source: str, fixes: Iterable[Fix], def_names: Sequence[str], first_party: frozenset[str] = frozenset()
 ) -> str:
@@ -40,7 +70,7 @@ def apply_fixes(
     analysis numbered them; ``first_party``: top-level names of the project's own modules,
     which isort-style import sections keep apart from third-party imports."""
     fixes = list(fixes)
-    module = cst.parse_module(source)
+    module, lost_ending = _parse_keeping_bytes(source)
     edits = [edit for fix in fixes for edit in fix.edits]
     imports = list(dict.fromkeys(name for fix in fixes for name in fix.imports))
     updated = module.visit(_EditApplier(edits, def_names))
@@ -52,7 +82,7 @@ def apply_fixes(
     module_statements = [e for e in edits if isinstance(e, InsertModuleStatement)]
     for edit in module_statements:
         body = _insert_after_imports(body, edit.code)
-    return updated.with_changes(body=body).code
+    return updated.with_changes(body=body).code + lost_ending
 
 
 def _blank() -> cst.EmptyLine:
@@ -114,7 +144,7 @@ class _EditApplier(cst.CSTTransformer):
 
     def _enter(self, node: DefNode) -> None:
         index = self.next_index
-        if index >= len(self.def_names) or self.def_names[index] != node.name.value:
+        if index >= len(self.def_names) or not _same_name(node.name.value, self.def_names[index]):
             raise FixError(f"definition #{index} (`{node.name.value}`) does not match the analysis")
         self.open_defs.append(index)
         self.next_index += 1
@@ -138,7 +168,7 @@ class _EditApplier(cst.CSTTransformer):
     def leave_Call(self, original_node: cst.Call, updated_node: cst.Call) -> cst.Call:
         for edit in self.call_edits.pop(self.call_of[id(original_node)], []):
             callee = cst.Module([]).code_for_node(updated_node.func)
-            if "".join(callee.split()) != "".join(edit.callee.split()):
+            if not _same_name("".join(callee.split()), "".join(edit.callee.split())):
                 raise FixError(f"call #{edit.call} calls `{callee}`, not `{edit.callee}` as the analysis found")
             if isinstance(edit, ReplaceCallee):
                 updated_node = updated_node.with_changes(func=cst.parse_expression(edit.code))
@@ -184,6 +214,9 @@ class _EditApplier(cst.CSTTransformer):
             while position < len(body) and isinstance(body[position], cst.SimpleStatementLine):
                 position += 1
         method = cst.parse_statement(edit.code)
+        if block.indent is not None and isinstance(method, cst.FunctionDef):
+            # Indented like the class body, not like the file's first block (LibCST's default).
+            method = method.with_changes(body=method.body.with_changes(indent=block.indent))
         if position > 0:
             method = _ensure_blank_lines(method, 1)
         if position < len(body):

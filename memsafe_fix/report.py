@@ -66,10 +66,15 @@ def fixes_by_file(fixed: Sequence[Located], names: dict[str, str]) -> str:
 
 def unified_diff(old: str, new: str, display: str) -> str:
     """A ``git apply``-able diff with ``a/``/``b/`` headers; line endings are kept as they are."""
-    lines = difflib.unified_diff(
-        old.splitlines(keepends=True), new.splitlines(keepends=True), f"a/{display}", f"b/{display}"
-    )
+    lines = difflib.unified_diff(_lines(old), _lines(new), f"a/{display}", f"b/{display}")
     return "".join(line if line.endswith("\n") else f"{line}\n{NO_NEWLINE}" for line in lines)
+
+
+def _lines(text: str) -> list[str]:
+    """Lines as git sees them: ended by ``\n`` only (``str.splitlines`` also splits at ``\f``,
+    ``\v``, ``\x1c``-``\x1e``, ``\x85`` and U+2028/9, which would make a patch git rejects)."""
+    lines = text.split("\n")
+    return [f"{line}\n" for line in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
 
 
 _DIFF_COLORS = (("+++", "\033[1m"), ("---", "\033[1m"), ("@@", "\033[36m"), ("+", "\033[32m"), ("-", "\033[31m"))
@@ -78,7 +83,7 @@ _DIFF_COLORS = (("+++", "\033[1m"), ("---", "\033[1m"), ("@@", "\033[36m"), ("+"
 def colorize_diff(diff: str) -> str:
     """Red removals, green additions, bold file headers, cyan hunk headers (like ruff)."""
     lines = []
-    for line in diff.splitlines(keepends=True):
+    for line in _lines(diff):
         color = next((code for prefix, code in _DIFF_COLORS if line.startswith(prefix)), None)
         if color is None:
             lines.append(line)

@@ -138,7 +138,7 @@ def test_future_import_error_in_input_is_a_syntax_error(project: Path) -> None:
 
 
 def test_unreadable_file_and_missing_path(project: Path) -> None:
-    (project / "tests" / "test_dangling.py").symlink_to(project / "nowhere.py")
+    (project / "tests" / "test_dangling.py").symlink_to(project / "tests" / "nowhere.py")
     (project / "tests" / "test_ok.py").write_text(MOCK_CLASS)
     result = invoke("--write", "tests", "missing_dir")
     assert result.exit_code == 2
@@ -303,14 +303,63 @@ def test_bases_resolve_from_the_package_base_without_project_markers(tmp_path: P
     assert "+    def tearDown(self):\n+        super().tearDown()\n+        gc.collect(1)" in result.stdout
 
 
-def test_write_through_a_symlink_keeps_the_link(project: Path) -> None:
+def test_write_through_a_symlink_named_explicitly_keeps_the_link(project: Path) -> None:
     real = project / "shared_test_a.py"
     real.write_text(MOCK_CLASS)
     link = project / "tests" / "test_a.py"
     link.symlink_to(real)
-    assert invoke("--write", "tests").exit_code == 0
+    assert invoke("--write", "tests/test_a.py").exit_code == 0
     assert link.is_symlink()
     assert "gc.collect(1)" in real.read_text()
+
+
+def test_symlink_to_a_file_outside_the_given_folder_is_skipped(project: Path) -> None:
+    outside = project / "elsewhere" / "test_shared.py"
+    outside.parent.mkdir()
+    outside.write_text(MOCK_CLASS)
+    (project / "tests" / "test_link.py").symlink_to(outside)
+    (project / "tests" / "test_inside.py").write_text(MOCK_CLASS)
+    (project / "tests" / "test_link_inside.py").symlink_to(project / "tests" / "test_inside.py")
+    assert invoke("--write", "tests").exit_code == 0
+    assert outside.read_text() == MOCK_CLASS
+    assert "gc.collect(1)" in (project / "tests" / "test_inside.py").read_text()
+
+
+def test_read_only_file_is_refused_with_one_line_and_others_are_written(project: Path) -> None:
+    read_only = project / "tests" / "test_a.py"
+    read_only.write_text(MOCK_CLASS)
+    read_only.chmod(0o444)
+    (project / "tests" / "test_b.py").write_text(MOCK_CLASS)
+    result = invoke("--write", "tests")
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        "tests/test_a.py:1:1: error: cannot write file: the file is read-only"
+    ]
+    assert read_only.read_text() == MOCK_CLASS
+    assert stat.S_IMODE(read_only.stat().st_mode) == 0o444
+    assert "gc.collect(1)" in (project / "tests" / "test_b.py").read_text()
+
+
+def test_write_keeps_hard_links_linked(project: Path) -> None:
+    target = project / "tests" / "test_a.py"
+    target.write_text(MOCK_CLASS)
+    link = project / "test_a_link.py"
+    os.link(target, link)
+    assert invoke("--write", "tests").exit_code == 0
+    assert "gc.collect(1)" in target.read_text()
+    assert link.read_text() == target.read_text()
+    assert os.path.samefile(link, target)
+    assert sorted(p.name for p in (project / "tests").iterdir()) == ["test_a.py"]
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="only root can give files away")
+def test_write_as_root_keeps_owner_and_group(project: Path) -> None:
+    target = project / "tests" / "test_a.py"
+    target.write_text(MOCK_CLASS)
+    os.chown(target, 65534, 65534)
+    assert invoke("--write", "tests").exit_code == 0
+    assert "gc.collect(1)" in target.read_text()
+    assert (target.stat().st_uid, target.stat().st_gid) == (65534, 65534)
 
 
 def test_output_formats_statistics_quiet_and_exit_zero(project: Path) -> None:
@@ -647,3 +696,88 @@ def test_default_group_names_shared_across_files_are_qualified_with_the_module(p
     (project / "pyproject.toml").write_text(config + 'group-name = "class"\n')
     assert invoke("--write", "tests").exit_code == 0
     assert {groups()[name] for name in files} == {"count_tokens"}
+
+
+# --- rare bytes: kept, or the file is refused and left as it was --------------------------------
+
+
+def git_apply(project: Path, patch: str) -> None:
+    (project / "fix.patch").write_bytes(patch.encode("utf-8"))
+    subprocess.run(["git", "init", "-q", "."], check=True)
+    subprocess.run(["git", "apply", "fix.patch"], check=True)
+
+
+def test_form_feed_at_the_start_of_an_indented_line_is_refused(project: Path) -> None:
+    setup = "    def setup_method(self):\n        self.m = MagicMock()\n\n"
+    source = MOCK_CLASS.replace("    def test_a", f"{setup}\f    def test_a").encode()
+    (project / "tests" / "test_a.py").write_bytes(source)
+    result = invoke("--write", "tests")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("tests/test_a.py:8:1: error: cannot fix without losing bytes")
+    assert (project / "tests" / "test_a.py").read_bytes() == source
+
+
+def test_lone_cr_file_keeps_its_final_cr(project: Path) -> None:
+    (project / "tests" / "test_a.py").write_bytes(MOCK_CLASS.replace("\n", "\r").encode())
+    assert invoke("--write", "tests").exit_code == 0
+    written = (project / "tests" / "test_a.py").read_bytes()
+    assert written.endswith(b"assert MagicMock()\r") and b"\n" not in written
+    assert b"gc.collect(1)\r" in written
+
+
+def test_encoding_that_does_not_round_trip_is_refused(project: Path) -> None:
+    source = b"# coding: unicode_escape\n" + MOCK_CLASS.encode()
+    (project / "tests" / "test_a.py").write_bytes(source)
+    result = invoke("--write", "tests")
+    assert result.exit_code == 2
+    assert "tests/test_a.py:1:1: error: cannot decode file: the `unicode_escape` encoding" in result.stderr
+    assert (project / "tests" / "test_a.py").read_bytes() == source
+
+
+def test_diff_of_lines_holding_other_line_breaks_applies(project: Path) -> None:
+    source = "X = 1  # a\vb\fc\u2028d\x1ce\x85f\n" + MOCK_CLASS
+    (project / "tests" / "test_a.py").write_bytes(source.encode())
+    result = invoke("--diff", "tests")
+    git_apply(project, result.stdout)
+    applied = (project / "tests" / "test_a.py").read_bytes()
+    (project / "tests" / "test_a.py").write_bytes(source.encode())
+    assert invoke("--write", "tests").exit_code == 0
+    assert (project / "tests" / "test_a.py").read_bytes() == applied
+
+
+def test_diff_of_a_file_with_a_bom_applies(project: Path) -> None:
+    source = b"\xef\xbb\xbf" + MOCK_CLASS.encode()
+    (project / "tests" / "test_a.py").write_bytes(source)
+    git_apply(project, invoke("--diff", "tests").stdout)
+    applied = (project / "tests" / "test_a.py").read_bytes()
+    assert applied.startswith(b"\xef\xbb\xbf") and b"gc.collect(1)" in applied
+    (project / "tests" / "test_a.py").write_bytes(source)
+    assert invoke("--write", "tests").exit_code == 0
+    assert (project / "tests" / "test_a.py").read_bytes() == applied
+
+
+def test_no_syntax_warning_about_the_users_code(project: Path) -> None:
+    source = MOCK_CLASS.replace("assert MagicMock()", "assert (MagicMock(), 'always true')\n        x = '\\d'")
+    (project / "tests" / "test_a.py").write_text(source)
+    run = subprocess.run(
+        [sys.executable, "-W", "default", "-m", "memsafe_fix", "--write", "-q", "tests"],
+        capture_output=True,
+        text=True,
+    )
+    assert (run.returncode, run.stderr) == (0, "")
+    assert "gc.collect(1)" in (project / "tests" / "test_a.py").read_text()
+
+
+def test_inserted_method_is_indented_like_the_class_body(project: Path) -> None:
+    source = "def helper():\n        return 1\n\n\n" + MOCK_CLASS.replace("    ", "  ")
+    (project / "tests" / "test_a.py").write_text(source)
+    assert invoke("--write", "tests").exit_code == 0
+    assert "\n  def teardown_method(self):\n    gc.collect(1)\n" in (project / "tests" / "test_a.py").read_text()
+
+
+def test_identifiers_equal_under_nfkc_are_fixed(project: Path) -> None:
+    source = "def helper_\ufb01x():\n    pass\n\n\n" + MOCK_CLASS
+    (project / "tests" / "test_a.py").write_text(source)
+    result = invoke("--write", "tests")
+    assert result.exit_code == 0, result.everything
+    assert "def helper_\ufb01x():" in (project / "tests" / "test_a.py").read_text()

@@ -428,6 +428,35 @@ def test_no_pytest_configuration_gets_a_table_at_the_end(cwd: Path) -> None:
     assert (cwd / "pyproject.toml").read_text() == expected
 
 
+def test_a_pyproject_above_the_current_folder_gets_no_new_pytest_table(cwd: Path, monkeypatch) -> None:
+    make(cwd, {"pyproject.toml": XDIST_EXTRA, "packages/foo/tests/test_x.py": MOCK_CLASS})
+    monkeypatch.chdir(cwd / "packages" / "foo")
+    result = invoke("--write", "tests/test_x.py")
+    assert (cwd / "pyproject.toml").read_text() == XDIST_EXTRA
+    (line,) = doctor_lines(result)
+    assert f"{cwd / 'pyproject.toml'}:1:1: MSF010 tests use" in line
+    assert "not fixed" in line and "[*]" not in line
+    assert "xdist_group" in (cwd / "packages/foo/tests/test_x.py").read_text()  # the test file is fixed
+
+
+def test_pyproject_changed_during_the_run_is_not_written(cwd: Path, monkeypatch) -> None:
+    make(cwd, {"pyproject.toml": XDIST_EXTRA, "tests/test_a.py": MOCK_CLASS, "tests/test_b.py": MOCK_CLASS})
+    from memsafe_fix import cli
+
+    def run_and_edit(jobs):
+        for number, result in enumerate(engine_run(jobs)):
+            if number == 1:  # someone saves the file while the run goes on
+                (cwd / "pyproject.toml").write_text(XDIST_EXTRA + "# edited\n")
+            yield result
+
+    engine_run = cli.run
+    monkeypatch.setattr(cli, "run", run_and_edit)
+    result = invoke("--write", "tests")
+    assert result.exit_code == 2
+    assert "pyproject.toml:1:1: error: changed while memsafe-fix ran; not written (run again)" in result.stderr
+    assert (cwd / "pyproject.toml").read_text() == XDIST_EXTRA + "# edited\n"
+
+
 def test_crlf_line_endings_are_kept(cwd: Path) -> None:
     text = (XDIST_EXTRA + '[tool.pytest.ini_options]\ntestpaths = ["t"]\n').replace("\n", "\r\n")
     make(cwd, {"pyproject.toml": text, "tests/test_a.py": MOCK_CLASS})

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import ast
+import os
+import pickle
 import textwrap
 from pathlib import Path
 
 import pytest
 
 from memsafe_fix.analysis import index
-from memsafe_fix.analysis.index import INDEX_FOLDER, load_tree
+from memsafe_fix.analysis.index import load_tree
 
 MODULE = textwrap.dedent(
     """\
@@ -56,7 +58,7 @@ def test_conftest_is_kept_whole(tmp_path: Path) -> None:
 
 def test_processes_share_the_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "client.py").write_text(MODULE)
-    monkeypatch.setenv(INDEX_FOLDER, str(tmp_path / "index"))
+    monkeypatch.setattr(index, "_folder", str(tmp_path / "index"))
     (tmp_path / "index").mkdir()
     first = load_tree(tmp_path / "client.py")
     assert len(list((tmp_path / "index").glob("*.pickle"))) == 1
@@ -69,3 +71,23 @@ def test_processes_share_the_index(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     (tmp_path / "client.py").write_text(MODULE + "\nX = 1\n")  # a changed file is a new entry
     with pytest.raises(AssertionError, match="parsed again"):
         load_tree(tmp_path / "client.py")
+
+
+class _Payload:
+    """Unpickling it creates ``marker``: what a planted pickle could do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (os.mkdir, (str(self.marker),))
+
+
+def test_an_index_folder_from_the_environment_is_never_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "client.py").write_text(MODULE)
+    planted = tmp_path / "planted"
+    planted.mkdir()
+    (planted / f"{index._key(tmp_path / 'client.py')}.pickle").write_bytes(pickle.dumps(_Payload(tmp_path / "ran")))
+    monkeypatch.setenv("MEMSAFE_FIX_INDEX", str(planted))  # the variable earlier versions read
+    assert "session" not in ast.unparse(load_tree(tmp_path / "client.py"))
+    assert not (tmp_path / "ran").exists()

@@ -2,14 +2,16 @@
 
 The modules test files import (to resolve base classes and ``patch`` targets) are parsed with
 ``ast`` once per run: the first process that needs one stores its trimmed tree in the run's
-index folder (``engine.run`` creates it for a parallel run), where the other processes load it.
+index folder, where the other processes load it. ``engine.run`` creates that folder for a
+parallel run (private: ``mkdtemp``'s 0700, owned by the process) and hands it to its workers
+with ``use_folder``; nothing from outside the run (no environment variable) can point the
+index at another folder, so no pickle the run did not write is ever loaded.
 Trimming drops what no rule reads in an imported module, the bodies of plain functions (but for
-their ``self.x = ...`` assignments), which also makes loading a stored tree several times
-faster than parsing the source again. Kept:
-module and class bodies, signatures and decorators, whether a function yields, the bodies of
-functions that define functions (decorators, fixture factories), of functions that return their
-argument unchanged (decorator shims) and of teardown methods; a
-``conftest.py`` is kept whole, since its fixtures' bodies are read. Every process trims the
+their ``self.x = ...`` assignments), which also makes loading a stored tree several times faster
+than parsing the source again. Kept: module and class bodies, signatures and decorators, whether
+a function yields, the bodies of functions that define functions (decorators, fixture
+factories), of functions that return their argument unchanged (decorator shims) and of teardown
+methods; a ``conftest.py`` is kept whole, since its fixtures' bodies are read. Every process trims the
 same way, whether the index folder is there or not, so results never depend on it.
 """
 
@@ -22,23 +24,29 @@ import pickle
 import sys
 import tempfile
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Iterator, Optional, Union
 
 from memsafe_fix.analysis.module import returns_its_argument, yields
 
-# Set by ``engine.run`` for its worker processes: the folder of the run's shared index.
-INDEX_FOLDER = "MEMSAFE_FIX_INDEX"
 # Methods whose bodies the rules read in imported base classes (MSF002, MSF006).
 KEPT_BODIES = frozenset({"teardown_method", "tearDown"})
 
 FunctionNode = Union[ast.FunctionDef, ast.AsyncFunctionDef]
 
+# The folder of the run's shared index, in a worker process of a parallel run (else None).
+_folder: Optional[str] = None
+
+
+def use_folder(folder: Optional[str]) -> None:
+    """Share the index in ``folder``, which this run created (``engine.run``'s workers)."""
+    global _folder
+    _folder = folder
+
 
 def load_tree(path: Path) -> ast.Module:
     """The trimmed tree of the module at ``path``. Raises ``OSError``, ``UnicodeDecodeError``,
     ``SyntaxError`` or ``ValueError`` for a file that cannot be read or parsed."""
-    folder = os.environ.get(INDEX_FOLDER)
-    entry = Path(folder) / f"{_key(path)}.pickle" if folder else None
+    entry = Path(_folder) / f"{_key(path)}.pickle" if _folder else None
     if entry is not None and entry.is_file():
         try:
             tree = pickle.loads(entry.read_bytes())

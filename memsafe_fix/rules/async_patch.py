@@ -124,13 +124,19 @@ def target_text(patch: PatchCall) -> str:
     return text or "?"
 
 
-def _calls_on_patch_lines(module: ModuleAnalysis) -> Iterator[ast.Call]:
-    """The calls on lines that mention ``patch``: subtrees that span none of those lines are
-    skipped, which spares walking most of a large test file."""
+def _calls_on_patch_lines(module: ModuleAnalysis) -> Iterator[tuple[ast.Call, Optional[Def]]]:
+    """The calls on lines that mention ``patch``, each with the innermost ``class``/``def``
+    whose body holds it (decorators, defaults and bases are outside the body: Python evaluates
+    them in the enclosing scope). Subtrees that span none of those lines are skipped, which
+    spares walking most of a large test file."""
     lines = [number for number, text in enumerate(module.lines, 1) if "patch" in text]
-    stack: list[ast.AST] = [module.tree]
+    stack: list[tuple[ast.AST, Optional[Def]]] = [(module.tree, None)]
     while stack and lines:
-        for child in ast.iter_child_nodes(stack.pop()):
+        node, scope = stack.pop()
+        is_def = isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        body = {id(stmt) for stmt in node.body} if is_def else set()  # type: ignore[attr-defined]
+        inner = module.def_of(node) if is_def else None
+        for child in ast.iter_child_nodes(node):
             start = getattr(child, "lineno", None)
             if start is not None:
                 # A decorated definition starts at its first decorator, above its ``lineno``.
@@ -138,25 +144,10 @@ def _calls_on_patch_lines(module: ModuleAnalysis) -> Iterator[ast.Call]:
                 first = bisect.bisect_left(lines, start)
                 if first == len(lines) or lines[first] > (child.end_lineno or start):
                     continue
+            child_scope = inner if id(child) in body else scope
             if isinstance(child, ast.Call):
-                yield child
-            stack.append(child)
-
-
-def _scope_of(node: ast.AST, module: ModuleAnalysis) -> Optional[Def]:
-    """The innermost ``class``/``def`` whose body holds ``node``. Decorators, defaults and
-    bases are outside the body: Python evaluates them in the enclosing scope."""
-    start = (node.lineno, node.col_offset)  # type: ignore[attr-defined]
-    end = (node.end_lineno, node.end_col_offset)  # type: ignore[attr-defined]
-    scope = None
-    for candidate in module.defs:  # parents come before the defs nested in them
-        first = candidate.node.body[0]
-        if (first.lineno, first.col_offset) <= start and end <= (
-            candidate.node.end_lineno,
-            candidate.node.end_col_offset,
-        ):
-            scope = candidate
-    return scope
+                yield child, child_scope
+            stack.append((child, child_scope))
 
 
 def _test_awaits(patch: PatchCall, module: ModuleAnalysis) -> bool:
@@ -237,14 +228,15 @@ class AsyncPatch(Rule):
         if "patch" not in module.source:
             return
         resolver = TargetResolver(module)
-        for call in sorted(_calls_on_patch_lines(module), key=lambda c: (c.lineno, c.col_offset)):
+        calls = sorted(_calls_on_patch_lines(module), key=lambda found: (found[0].lineno, found[0].col_offset))
+        for call, scope in calls:
             patch = patch_call(call, module)
             if patch is None or not self._can_take_new_callable(patch):
                 continue
             call = patch.call
             if module.suppressed(self.code, iter(range(call.lineno, (call.end_lineno or call.lineno) + 1))):
                 continue
-            resolution = self._resolve(patch, resolver, _scope_of(call, module))
+            resolution = self._resolve(patch, resolver, scope)
             if resolution is None:
                 continue
             context.resolutions.append((call, target_text(patch), resolution))

@@ -48,6 +48,10 @@ class Context:
             return []
         return [d for d in self.module.defs if d.is_class and is_collected_class(d, self.module)]
 
+    @cached_property
+    def test_class_indexes(self) -> frozenset[int]:
+        return frozenset(d.index for d in self.test_classes)
+
     def is_unittest(self, cls: Def) -> bool:
         return is_unittest_class(cls, self.module)
 
@@ -61,7 +65,7 @@ class Context:
 
     def _own_mock_use(self, cls: Def) -> bool:
         if cls.index not in self._mock_use:
-            nested = frozenset(d.node for d in self.test_classes if d.parent is cls)
+            nested = frozenset(d.node for d in cls.children if d.index in self.test_class_indexes)
             self._mock_use[cls.index] = self.mocks.uses_mocks(cls.node, skip=nested)
         return self._mock_use[cls.index]
 

@@ -86,17 +86,23 @@ class GcTeardown(Rule):
             enclosing_teardown = any(p.index in with_teardown for p in cls.ancestors)
             orphaned = enclosing_teardown and not unittest and own is None and inherited is None
             wanted = context.needs_pattern(cls) or orphaned
-            # A same-module base that memsafe-fix gives a collecting teardown covers this class.
+            # A same-module base that memsafe-fix gives a collecting teardown covers this class,
+            # unless this class's state is to be released: then it gets its own (MSF006 would
+            # otherwise write one that only releases, shadowing the base's gc.collect()).
             base_planned = (
                 own is None
                 and inherited is None
                 and any(b.module is context.module and b.index in collecting for b in bases.known)
+                and not self._releases(context, cls, unittest)
             )
             if own is not None or inherited is not None or base_planned:
                 with_teardown.add(cls.index)
+            inherited_collects = inherited is not None and self._inherited_collects(inherited, collecting, context)
             if (
                 (own is not None and context.calls(own.node, GC_COLLECT))
-                or (own is None and inherited is not None and self._inherited_collects(inherited, collecting, context))
+                # MSF006's release-only override: ``super().teardown_method(...)``, then the release.
+                or (own is not None and inherited_collects and _calls_super(own, name))
+                or (own is None and inherited_collects)
                 or base_planned
             ):
                 collecting.add(cls.index)
@@ -185,4 +191,17 @@ def _assigned(cls: Def, name: str) -> bool:
             for t in (stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target])
         )
         for stmt in cls.node.body
+    )
+
+
+def _calls_super(method: Def, name: str) -> bool:
+    """Whether ``method`` calls ``super().name(...)``."""
+    return any(
+        isinstance(n, ast.Call)
+        and isinstance(n.func, ast.Attribute)
+        and n.func.attr == name
+        and isinstance(n.func.value, ast.Call)
+        and isinstance(n.func.value.func, ast.Name)
+        and n.func.value.func.id == "super"
+        for n in ast.walk(method.node)
     )

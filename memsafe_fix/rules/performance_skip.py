@@ -119,7 +119,7 @@ class PerformanceSkip(Rule):
         if any(is_xdist_skip(d, module) for d in decorators):
             return
         if scope.is_class:
-            if scope not in context.test_classes:
+            if scope.index not in context.test_class_indexes:
                 return
         elif not matches_prefix_or_glob(scope.name, context.settings.python_functions) or context.is_conftest:
             return

@@ -58,6 +58,7 @@ from __future__ import annotations
 import ast
 from functools import lru_cache
 from typing import Iterator, Optional
+from weakref import WeakKeyDictionary
 
 from memsafe_fix.analysis.collection import resolve_bases
 from memsafe_fix.analysis.module import Def, ModuleAnalysis
@@ -109,30 +110,49 @@ def _is_self(node: ast.AST) -> bool:
 
 def _uses_self_after_super(cls: Def, module: ModuleAnalysis) -> bool:
     """A subclass in this file whose ``teardown_method`` reads ``self`` after ``super().teardown_method()``."""
-    for other in module.defs:
-        if not other.is_class or not any(isinstance(b, ast.Name) and b.id == cls.name for b in other.node.bases):
-            continue
-        teardown = other.methods().get(TEARDOWN)
-        if teardown is None:
-            continue
-        calls = [
-            n.lineno
-            for n in ast.walk(teardown.node)
-            if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == TEARDOWN
-        ]
-        if calls and any(_self_attribute(n) and n.lineno > min(calls) for n in ast.walk(teardown.node)):
-            return True
-    return False
+    return cls.name in _bases_read_after_super(module)
+
+
+def _bases_read_after_super(module: ModuleAnalysis) -> frozenset[str]:
+    """The base names (as written) of the classes in ``module`` whose ``teardown_method`` reads
+    ``self`` after calling the base's one: worked out once per module, not once per class."""
+    if module not in _BASES_READ_AFTER_SUPER:
+        found: set[str] = set()
+        for other in module.defs:
+            teardown = other.methods().get(TEARDOWN) if other.is_class else None
+            if teardown is None:
+                continue
+            calls = [
+                n.lineno
+                for n in ast.walk(teardown.node)
+                if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == TEARDOWN
+            ]
+            if calls and any(_self_attribute(n) and n.lineno > min(calls) for n in ast.walk(teardown.node)):
+                found.update(b.id for b in other.node.bases if isinstance(b, ast.Name))
+        _BASES_READ_AFTER_SUPER[module] = frozenset(found)
+    return _BASES_READ_AFTER_SUPER[module]
+
+
+_BASES_READ_AFTER_SUPER: "WeakKeyDictionary[ModuleAnalysis, frozenset[str]]" = WeakKeyDictionary()
 
 
 def _reads_instance_late(module: ModuleAnalysis) -> Optional[str]:
     """The module or ``conftest.py`` with a fixture that uses ``request.instance`` in its
     teardown (after its ``yield``, or in a finalizer): module-level and conftest autouse
-    fixtures are torn down after ``teardown_method``, when the state is gone."""
-    if _uses_instance_in_teardown(module):
-        return module.path.name if module.path else module.module_name
-    found = next((c for c in conftests(module) if _conftest_uses_instance_in_teardown(c)), None)
-    return found.path.name if found is not None and found.path else None
+    fixtures are torn down after ``teardown_method``, when the state is gone. Asked for every
+    class, worked out once per module."""
+    if module not in _READS_INSTANCE_LATE:
+        found: Optional[str] = None
+        if _uses_instance_in_teardown(module):
+            found = module.path.name if module.path else module.module_name
+        else:
+            conftest = next((c for c in conftests(module) if _conftest_uses_instance_in_teardown(c)), None)
+            found = conftest.path.name if conftest is not None and conftest.path else None
+        _READS_INSTANCE_LATE[module] = (found,)
+    return _READS_INSTANCE_LATE[module][0]
+
+
+_READS_INSTANCE_LATE: "WeakKeyDictionary[ModuleAnalysis, tuple[Optional[str]]]" = WeakKeyDictionary()
 
 
 @lru_cache(maxsize=64)
