@@ -150,7 +150,7 @@ def _calls_on_patch_lines(module: ModuleAnalysis) -> Iterator[tuple[ast.Call, Op
             stack.append((child, child_scope))
 
 
-def _test_awaits(patch: PatchCall, module: ModuleAnalysis) -> bool:
+def _test_awaits(patch: PatchCall, module: ModuleAnalysis, scope: Optional[Def]) -> bool:
     """Whether the test around a ``patch(..., new=Mock())`` visibly awaits the mock: an
     ``await`` whose expression calls it (by its ``with ... as`` name, or as the patched target is
     written: ``await engines.dispose(...)``, ``await client.fetch()``), or holds the result of
@@ -158,7 +158,7 @@ def _test_awaits(patch: PatchCall, module: ModuleAnalysis) -> bool:
     mock is not visible here: a mock handed to a mocked ``asyncio.create_task`` is never
     awaited, so nothing is claimed about it."""
     call = patch.call
-    test = _scope_of(call, module)
+    test = scope  # the innermost definition whose body holds the call
     if test is None or test.is_class:  # a decorator: the test is the function it decorates
         test = next((d for d in module.defs if any(call is node for node in d.node.decorator_list)), None)
     if test is None or test.is_class:
@@ -250,7 +250,7 @@ class AsyncPatch(Rule):
             elif (
                 isinstance(new, ast.Call)
                 and self._mock_class(new.func, patch, module) in SYNC_MOCKS
-                and _test_awaits(patch, module)
+                and _test_awaits(patch, module, scope)
             ):
                 yield self._sync_new_finding(context, patch, new, resolution)
 
