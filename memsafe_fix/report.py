@@ -199,7 +199,7 @@ def _problems_note(failed_files: int, other_errors: int) -> str:
     if failed_files:
         notes.append(f"{plural(failed_files, 'file')} could not be checked")
     if other_errors:
-        notes.append(f"{plural(other_errors, "error")}")
+        notes.append(plural(other_errors, "error"))
     return "".join(f"; {note}" for note in notes)
 
 
