@@ -111,7 +111,9 @@ def _codes(values: Optional[List[str]], option: str) -> Optional[tuple[str, ...]
 
 @app.command()
 def memsafe_fix(
-    paths: Optional[List[Path]] = typer.Argument(None, help="Files or directories (default: the current directory)."),
+    paths: Optional[List[Path]] = typer.Argument(
+        None, readable=False, help="Files or directories (default: the current directory)."
+    ),
     check: bool = typer.Option(False, "--check", help="Report findings; exit 1 if any (the default)."),
     diff: bool = typer.Option(False, "--diff", help="Print the fixes as unified diffs without writing; exit 1 if any."),
     write: bool = typer.Option(False, "--write", help="Apply the fixes in place; exit 1 if unfixable findings remain."),
@@ -233,7 +235,7 @@ def _run(paths: list[Path], mode: Mode, source: ConfigSource, options: "Output")
             continue
         if isinstance(found, Unreadable):
             problems[Problem(_display(found.path), 1, 1, "error", found.reason)] = None
-            failed_files += 1
+            failed_files += not found.folder
             continue
         if isinstance(found, BadConfig):
             problems[_config_problem(found.error)] = None

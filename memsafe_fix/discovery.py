@@ -36,6 +36,7 @@ class Unreadable:
 
     path: Path
     reason: str
+    folder: bool = False
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,7 @@ def walk(root: Path, settings: Settings) -> Iterator[Path | Unreadable]:
         current = Path(directory)
         if not os.access(current, os.R_OK | os.X_OK):  # listed, but its files cannot be opened
             dirnames[:] = []
-            yield Unreadable(current, "cannot read folder: Permission denied")
+            yield Unreadable(current, "cannot read folder: Permission denied", folder=True)
             continue
         paths.add_gitignore(current)
         dirnames[:] = sorted(d for d in dirnames if not paths.excluded(current / d, True))
@@ -176,7 +177,7 @@ def walk(root: Path, settings: Settings) -> Iterator[Path | Unreadable]:
 def _unreadable_folders(errors: list[OSError]) -> Iterator[Unreadable]:
     while errors:
         error = errors.pop(0)
-        yield Unreadable(Path(error.filename), f"cannot read folder: {error.strerror or error}")
+        yield Unreadable(Path(error.filename), f"cannot read folder: {error.strerror or error}", folder=True)
 
 
 def force_excluded(path: Path, settings: Settings) -> bool:
@@ -210,7 +211,7 @@ def discover(
                 yield Unreadable(path, "not a regular file")
                 continue
             elif not os.access(path, os.R_OK | os.X_OK):
-                yield Unreadable(path, "cannot read folder: Permission denied")
+                yield Unreadable(path, "cannot read folder: Permission denied", folder=True)
                 continue
             else:
                 found = walk(path, settings_for(path, source))
