@@ -9,7 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).parent.parent
+# An sdist carries these tests, but try-repo needs a git checkout.
+pytestmark = pytest.mark.skipif(not (ROOT / ".git").exists(), reason="pre-commit try-repo needs a git checkout")
 PRE_COMMIT = shutil.which("pre-commit") or str(Path(sys.executable).with_name("pre-commit"))
 MOCK_CLASS = (
     "from unittest.mock import MagicMock\n\n\nclass TestA:\n    def test_a(self):\n        assert MagicMock()\n"
