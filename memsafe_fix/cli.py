@@ -118,7 +118,9 @@ def memsafe_fix(
     diff: bool = typer.Option(False, "--diff", help="Print the fixes as unified diffs without writing; exit 1 if any."),
     write: bool = typer.Option(False, "--write", help="Apply the fixes in place; exit 1 if unfixable findings remain."),
     config: Optional[Path] = typer.Option(None, "--config", help="Use this pyproject.toml instead of the nearest one."),
-    isolated: bool = typer.Option(False, "--isolated", help="Read no [tool.memsafe-fix] configuration: defaults only."),
+    isolated: bool = typer.Option(
+        False, "--isolated", help="Read no memsafe-fix configuration from pyproject.toml: defaults only."
+    ),
     select: Optional[List[str]] = typer.Option(
         None, "--select", help="Rule codes or prefixes to run (comma-separated), instead of the configured ones."
     ),
