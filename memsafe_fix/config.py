@@ -106,6 +106,38 @@ class Settings:
         )
 
 
+@dataclass(frozen=True)
+class ConfigSource:
+    """Where settings come from besides the nearest ``pyproject.toml``: ``--config`` names the
+    file, ``--isolated`` reads none, and the command line's rule selection overrides the file's
+    (``select`` replaces it; ``extend_select`` and ``ignore`` add to it), as in ruff."""
+
+    file: Optional[Path] = None
+    isolated: bool = False
+    select: Optional[tuple[str, ...]] = None
+    extend_select: tuple[str, ...] = ()
+    ignore: tuple[str, ...] = ()
+
+    def apply(self, settings: Settings) -> Settings:
+        select = self.select if self.select is not None else settings.select
+        if select is not None and self.extend_select:
+            select = (*select, *self.extend_select)
+        return replace(settings, select=select, ignore=(*settings.ignore, *self.ignore))
+
+
+def unknown_codes(selectors: tuple[str, ...]) -> list[str]:
+    """The selectors (``MSF001``, or a prefix such as ``MSF00``) that name no rule."""
+    from memsafe_fix.rules import RULE_NAMES  # the rules import this module
+
+    return [s for s in selectors if not s or not any(code.startswith(s) for code in RULE_NAMES)]
+
+
+def valid_codes() -> str:
+    from memsafe_fix.rules import RULE_NAMES
+
+    return ", ".join(RULE_NAMES)
+
+
 PYTEST_COLLECTION_OPTIONS = ("python_files", "python_classes", "python_functions")
 _CHOICES = {"scope": SCOPES, "group-name": GROUP_NAMES, "function-gc": FUNCTION_GC, "teardown-gc": TEARDOWN_GC}
 _LIST_KEYS = (
@@ -113,6 +145,8 @@ _LIST_KEYS = (
     "mock-factories", "async-decorators",
 )  # fmt: skip
 _BOOL_KEYS = ("respect-gitignore", "force-exclude", "unsafe-fixes")
+_CODE_KEYS = ("select", "ignore")
+_PATTERN_KEYS = ("exclude", "extend-exclude", "include")
 KNOWN_KEYS = tuple(
     sorted(
         f.name.replace("_", "-")
@@ -122,7 +156,9 @@ KNOWN_KEYS = tuple(
 )
 
 
-def _memsafe_values(table: dict[str, Any], source: Path) -> dict[str, Any]:
+def _memsafe_values(table: Any, source: Path) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{source}: `tool.memsafe-fix` must be a table", source)
     values: dict[str, Any] = {}
     for key, value in table.items():
         if key not in KNOWN_KEYS:
@@ -135,6 +171,10 @@ def _memsafe_values(table: dict[str, Any], source: Path) -> dict[str, Any]:
             )
         if key in _LIST_KEYS:
             value = _strings(value, key, source)
+            if key in _CODE_KEYS:
+                _check_codes(value, key, source)
+            if key in _PATTERN_KEYS:
+                _check_patterns(value, key, source)
         elif key in _BOOL_KEYS:
             if not isinstance(value, bool):
                 raise ConfigError(f"{source}: `{key}` must be true or false", source)
@@ -142,6 +182,9 @@ def _memsafe_values(table: dict[str, Any], source: Path) -> dict[str, Any]:
             if not isinstance(value, dict):
                 raise ConfigError(f"{source}: `{key}` must be a table of pattern = [codes]", source)
             value = tuple((pattern, _strings(codes, f"{key}.{pattern}", source)) for pattern, codes in value.items())
+            for pattern, codes in value:
+                _check_patterns((pattern,), key, source)
+                _check_codes(codes, f"{key}.{pattern}", source)
         elif not isinstance(value, str):
             raise ConfigError(f"{source}: `{key}` must be a string", source)
         values[key.replace("-", "_")] = value
@@ -152,6 +195,23 @@ def _strings(value: Any, key: str, source: Path) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ConfigError(f"{source}: `{key}` must be a list of strings", source)
     return tuple(value)
+
+
+def _check_codes(codes: tuple[str, ...], key: str, source: Path) -> None:
+    unknown = unknown_codes(codes)
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown rule code {', '.join(map(repr, unknown))} in `{key}` (valid: {valid_codes()}, or a prefix)",
+            source,
+        )
+
+
+def _check_patterns(patterns: tuple[str, ...], key: str, source: Path) -> None:
+    for pattern in patterns:
+        try:
+            pathspec.GitIgnoreSpec.from_lines([pattern])
+        except ValueError as exc:
+            raise ConfigError(f"{source}: invalid pattern {pattern!r} in `{key}` ({exc})", source) from exc
 
 
 _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
@@ -220,6 +280,8 @@ def load_pytest_config(path: Path, text: Optional[str] = None) -> Optional[Pytes
         data = read_toml(path, text)
         if name in ("pytest.toml", ".pytest.toml"):
             table = data.get("pytest")
+            if table is not None and not isinstance(table, dict):
+                raise ConfigError(f"{path}: `pytest` must be a table", path)
             return PytestConfig(path, "pytest", "toml", dict(table or {}), isinstance(table, dict))
         tool = data.get("tool", {})
         tool = tool.get("pytest") if isinstance(tool, dict) else None
@@ -260,36 +322,71 @@ def find_pytest_config(directory: Path) -> Optional[PytestConfig]:
     walking up, as pytest finds it when run on that folder."""
     for folder in (directory, *directory.parents):
         for name in PYTEST_CONFIG_NAMES:
-            if (folder / name).is_file():
+            if is_file(folder / name):
                 found = load_pytest_config(folder / name)
                 if found is not None:
                     return found
     return None
 
 
+def is_file(path: Path) -> bool:
+    """``path.is_file()``, with a ``ConfigError`` where the answer cannot be known (a folder
+    that may not be searched), instead of an ``OSError`` from deep inside a run."""
+    try:
+        return path.is_file()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read configuration: {exc.strerror or exc}", path) from exc
+
+
 def _pytest_options(directory: Path) -> dict[str, tuple[str, ...]]:
     """Collection options from the first pytest config file found walking up, as pytest does."""
     found = find_pytest_config(directory)
-    return _collection_options(found.values) if found else {}
+    if found is None:
+        return {}
+    options = {}
+    for key, value in found.values.items():
+        if key in PYTEST_COLLECTION_OPTIONS:
+            try:
+                options[key] = _ini_list(value)
+            except ValueError as exc:  # shlex: an unclosed quote
+                raise ConfigError(
+                    f"{found.path}: cannot read `{key}`: {exc}", found.path, _line_of(found.path, key)
+                ) from exc
+    return options
 
 
-def _collection_options(section: dict[str, Any]) -> dict[str, tuple[str, ...]]:
-    return {k: _ini_list(v) for k, v in section.items() if k in PYTEST_COLLECTION_OPTIONS}
+def _line_of(path: Path, key: str) -> int:
+    """The line where an ini-style ``key`` is set (1 when it cannot be found)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return 1
+    setting = re.compile(rf"\s*{re.escape(key)}\s*[=:]")
+    return next((number for number, line in enumerate(lines, 1) if setting.match(line)), 1)
 
 
 @lru_cache(maxsize=None)
-def settings_for(directory: Path, config_file: Optional[Path] = None) -> Settings:
-    """Settings for files in ``directory``: the nearest ``[tool.memsafe-fix]`` wins."""
+def settings_for(directory: Path, source: ConfigSource = ConfigSource()) -> Settings:
+    """Settings for files in ``directory``: the nearest ``[tool.memsafe-fix]`` wins (or
+    ``source.file``; none with ``source.isolated``), then the command line's overrides."""
     directory = directory.resolve()
     values: dict[str, Any] = {}
     root: Optional[Path] = None
-    candidates = [config_file] if config_file else [d / "pyproject.toml" for d in (directory, *directory.parents)]
+    if source.isolated:
+        candidates = []
+    elif source.file:
+        candidates = [source.file]
+    else:
+        candidates = [d / "pyproject.toml" for d in (directory, *directory.parents)]
     for pyproject in candidates:
-        if pyproject.is_file():
-            table = read_toml(pyproject).get("tool", {}).get("memsafe-fix")
-            if table is not None or config_file:
-                values = _memsafe_values(table or {}, pyproject)
+        if is_file(pyproject):
+            tool = read_toml(pyproject).get("tool", {})
+            if not isinstance(tool, dict):
+                raise ConfigError(f"{pyproject}: `tool` must be a table", pyproject)
+            table = tool.get("memsafe-fix")
+            if table is not None or source.file:
+                values = _memsafe_values({} if table is None else table, pyproject)
                 root = pyproject.parent
                 break
     values.update(_pytest_options(directory))
-    return replace(Settings(), root=root, **values)
+    return source.apply(replace(Settings(), root=root, **values))

@@ -1,18 +1,22 @@
 """Find the files to process: pytest test files and ``conftest.py`` under the given directories,
-minus ``.gitignore``d paths and the usual virtualenv/build folders. Files named explicitly are
-always processed."""
+minus ``.gitignore``d (and ``.git/info/exclude``d) paths and the usual virtualenv/build folders.
+Files named explicitly are always processed. Only regular files are read: what cannot be read
+(a folder that may not be listed or searched, a symlink loop, a dangling link) is reported as
+``Unreadable``; a FIFO or device is skipped, or reported when named explicitly."""
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import pathspec
 
-from memsafe_fix.config import ConfigError, Settings, settings_for
+from memsafe_fix.config import ConfigError, ConfigSource, Settings, settings_for
 
 DEFAULT_EXCLUDE = (
     ".git", ".hg", ".svn", ".venv", "venv", ".tox", ".nox", "__pycache__", ".mypy_cache",
@@ -27,6 +31,15 @@ class MissingPath:
 
 
 @dataclass(frozen=True)
+class Unreadable:
+    """A file or folder that cannot be read, and why (``cannot read folder: Permission denied``)."""
+
+    path: Path
+    reason: str
+    folder: bool = False
+
+
+@dataclass(frozen=True)
 class BadConfig:
     """A path whose settings cannot be read: it is skipped, the other paths are not."""
 
@@ -37,19 +50,54 @@ def is_test_file(name: str, settings: Settings) -> bool:
     return name == "conftest.py" or any(fnmatch.fnmatch(name, pattern) for pattern in settings.python_files)
 
 
-def _gitignore(directory: Path) -> pathspec.PathSpec | None:
+def _ignore_file(path: Path) -> pathspec.PathSpec | None:
+    """A ``.gitignore``-format file's patterns; lines git would not accept are left out, as
+    git leaves them out."""
     try:
-        lines = (directory / ".gitignore").read_text(encoding="utf-8", errors="replace").splitlines()
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
         return None
-    return pathspec.GitIgnoreSpec.from_lines(lines)
+    try:
+        return pathspec.GitIgnoreSpec.from_lines(lines)
+    except ValueError:
+        return pathspec.GitIgnoreSpec.from_lines([line for line in lines if _valid_pattern(line)])
+
+
+def _valid_pattern(line: str) -> bool:
+    try:
+        pathspec.GitIgnoreSpec.from_lines([line])
+    except ValueError:
+        return False
+    return True
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # a folder on the way that may not be searched
+        return False
 
 
 def _git_root(directory: Path) -> Path | None:
     for folder in (directory, *directory.parents):
-        if (folder / ".git").exists():
+        if _exists(folder / ".git"):
             return folder
     return None
+
+
+def _info_exclude(git_root: Path) -> Path:
+    """The repository's ``info/exclude``; a worktree's ``.git`` file points to its git folder,
+    whose ``commondir`` holds it."""
+    dot_git = git_root / ".git"
+    if dot_git.is_dir():
+        return dot_git / "info" / "exclude"
+    try:
+        git_dir = Path(dot_git.read_text(encoding="utf-8").partition("gitdir:")[2].strip())
+        git_dir = git_root / git_dir if not git_dir.is_absolute() else git_dir
+        common = (git_dir / "commondir").read_text(encoding="utf-8").strip()
+    except OSError:
+        return dot_git / "info" / "exclude"  # does not exist: nothing excluded
+    return git_dir / common / "info" / "exclude"
 
 
 class Excluder:
@@ -61,14 +109,20 @@ class Excluder:
         self.excludes = pathspec.GitIgnoreSpec.from_lines(patterns)
         self.respect_gitignore = settings.respect_gitignore
         self.ignores: list[tuple[Path, pathspec.PathSpec]] = []
-        # .gitignore files from the repository root (else ``start``) down to ``start`` apply too.
-        top = _git_root(start) or start
+        # .gitignore files from the repository root (else ``start``) down to ``start`` apply too,
+        # and the repository's own .git/info/exclude.
+        git_root = _git_root(start)
+        if git_root is not None and self.respect_gitignore:
+            spec = _ignore_file(_info_exclude(git_root))
+            if spec is not None:
+                self.ignores.append((git_root, spec))
+        top = git_root or start
         for folder in reversed([start, *start.parents]):
             if folder != start and (folder == top or top in folder.parents):
                 self.add_gitignore(folder)
 
     def add_gitignore(self, folder: Path) -> None:
-        spec = _gitignore(folder) if self.respect_gitignore else None
+        spec = _ignore_file(folder / ".gitignore") if self.respect_gitignore else None
         if spec is not None:
             self.ignores.append((folder, spec))
 
@@ -86,13 +140,20 @@ class Excluder:
         )
 
 
-def walk(root: Path, settings: Settings) -> Iterator[Path]:
-    """Test files below ``root`` (or files matching ``include``) in a stable, sorted order."""
+def walk(root: Path, settings: Settings) -> Iterator[Path | Unreadable]:
+    """Test files below ``root`` (or files matching ``include``) in a stable, sorted order,
+    and the folders and files below it that cannot be read."""
     root = root.resolve()
     paths = Excluder(root, settings)
     include = pathspec.GitIgnoreSpec.from_lines(settings.include) if settings.include else None
-    for directory, dirnames, filenames in os.walk(root):
+    unlistable: list[OSError] = []
+    for directory, dirnames, filenames in os.walk(root, onerror=unlistable.append):
+        yield from _unreadable_folders(unlistable)
         current = Path(directory)
+        if not os.access(current, os.R_OK | os.X_OK):  # listed, but its files cannot be opened
+            dirnames[:] = []
+            yield Unreadable(current, "cannot read folder: Permission denied", folder=True)
+            continue
         paths.add_gitignore(current)
         dirnames[:] = sorted(d for d in dirnames if not paths.excluded(current / d, True))
         for name in sorted(filenames):
@@ -102,10 +163,23 @@ def walk(root: Path, settings: Settings) -> Iterator[Path]:
                 if include
                 else name.endswith(".py") and is_test_file(name, settings)
             )
-            # A symlink to a file outside ``root`` is not followed, as in ruff and black.
-            outside = file.is_symlink() and root not in file.resolve().parents
-            if wanted and not outside and not paths.excluded(file, False):
-                yield file
+            if wanted and not paths.excluded(file, False):
+                try:
+                    regular = stat.S_ISREG(os.stat(file).st_mode)
+                except OSError as exc:  # a dangling link, a symlink loop
+                    yield Unreadable(file, f"cannot read file: {exc.strerror or exc}")
+                    continue
+                # A symlink to a file outside ``root`` is not followed, as in ruff and black.
+                outside = file.is_symlink() and root not in file.resolve().parents
+                if regular and not outside:  # a FIFO would block the run; devices and sockets are no test files
+                    yield file
+    yield from _unreadable_folders(unlistable)
+
+
+def _unreadable_folders(errors: list[OSError]) -> Iterator[Unreadable]:
+    while errors:
+        error = errors.pop(0)
+        yield Unreadable(Path(error.filename), f"cannot read folder: {error.strerror or error}", folder=True)
 
 
 def force_excluded(path: Path, settings: Settings) -> bool:
@@ -119,26 +193,37 @@ def force_excluded(path: Path, settings: Settings) -> bool:
 
 
 def discover(
-    paths: list[Path], config_file: Path | None = None, force_exclude: bool = False
-) -> Iterator[Path | MissingPath | BadConfig]:
+    paths: list[Path], source: ConfigSource = ConfigSource(), force_exclude: bool = False
+) -> Iterator[Path | MissingPath | Unreadable | BadConfig]:
     seen: set[Path] = set()
     for path in paths:
         try:
-            if path.is_file():
-                settings = settings_for(path.parent, config_file)
+            mode = os.stat(path).st_mode
+        except OSError as exc:
+            missing = exc.errno in (errno.ENOENT, errno.ENOTDIR)
+            yield MissingPath(path) if missing else Unreadable(path, f"cannot read: {exc.strerror or exc}")
+            continue
+        try:
+            if stat.S_ISREG(mode):
+                settings = settings_for(path.parent, source)
                 if (force_exclude or settings.force_exclude) and force_excluded(path, settings):
                     continue
-                found: Iterator[Path] = iter([path])
-            elif path.is_dir():
-                found = walk(path, settings_for(path, config_file))
-            else:
-                yield MissingPath(path)
+                found: Iterator[Path | Unreadable] = iter([path])
+            elif not stat.S_ISDIR(mode):
+                yield Unreadable(path, "not a regular file")
                 continue
+            elif not os.access(path, os.R_OK | os.X_OK):
+                yield Unreadable(path, "cannot read folder: Permission denied", folder=True)
+                continue
+            else:
+                found = walk(path, settings_for(path, source))
+            for file in found:
+                if isinstance(file, Unreadable):
+                    yield file
+                    continue
+                key = file.resolve()
+                if key not in seen:
+                    seen.add(key)
+                    yield file
         except ConfigError as exc:
             yield BadConfig(exc)
-            continue
-        for file in found:
-            key = file.resolve()
-            if key not in seen:
-                seen.add(key)
-                yield file

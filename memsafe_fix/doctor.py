@@ -26,7 +26,14 @@ import tomlkit.items
 
 from memsafe_fix.analysis.markers import registered_markers
 from memsafe_fix.analysis.pytest_config import Project, addopts_tokens, marker_lines
-from memsafe_fix.config import ConfigError, PytestConfig, find_pytest_config, load_pytest_config, settings_for
+from memsafe_fix.config import (
+    ConfigError,
+    ConfigSource,
+    PytestConfig,
+    find_pytest_config,
+    load_pytest_config,
+    settings_for,
+)
 from memsafe_fix.edits import AppendToPytestOption, Finding
 from memsafe_fix.engine import FileResult, Mode, read_source, write_atomically
 from memsafe_fix.fixer import FixError
@@ -43,7 +50,7 @@ class Doctor:
     """Collects what the engine found per test file; checks and fixes each pytest configuration
     once. ``display`` turns a path into the way the CLI shows it."""
 
-    def __init__(self, mode: Mode, config_file: Optional[Path], display: Callable[[Path], str]) -> None:
+    def __init__(self, mode: Mode, config_file: ConfigSource, display: Callable[[Path], str]) -> None:
         self.mode = mode
         self.config_file = config_file
         self.display = display
@@ -168,8 +175,8 @@ class Doctor:
         """Whether a configuration file without a pytest section may be given one: the one
         ``--config`` names, or one in the current folder or below (``cd packages/foo`` in a
         monorepo must not give the repository's ``pyproject.toml`` a pytest section)."""
-        if self.config_file is not None:
-            return location.resolve() == self.config_file.resolve()
+        if self.config_file.file is not None:
+            return location.resolve() == self.config_file.file.resolve()
         here = Path.cwd().resolve()
         folder = location.parent.resolve()
         return folder == here or here in folder.parents

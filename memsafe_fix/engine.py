@@ -279,7 +279,8 @@ def _process(job: Job, data: Optional[bytes]) -> FileResult:
     except Exception as exc:  # a bug on one file must not stop the run or touch the file
         detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)) if job.verbose else ""
         result.error = (
-            f"{job.display}:1:1: internal error: {exc}; file left unchanged{chr(10) + detail if detail else ''}"
+            f"{job.display}:1:1: internal error: {str(exc) or type(exc).__name__}; file left unchanged"
+            f"{chr(10) + detail if detail else ''}"
         )
     result.fixed, result.findings = [], []
     result.markers = result.registered = result.added_markers = frozenset()

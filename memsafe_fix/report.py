@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from collections import Counter
-from dataclasses import fields
-from typing import Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import tomlkit
 
 from memsafe_fix.edits import Finding
 
@@ -15,19 +19,69 @@ Located = tuple[str, Finding]  # (display path, finding)
 NO_NEWLINE = "\\ No newline at end of file\n"
 
 
+@dataclass(frozen=True)
+class Problem:
+    """Something that could not be checked: an unparsable or unreadable file, an unreadable
+    folder, a missing path, a bad configuration. ``kind``: ``syntax-error``, ``internal-error``
+    (a bug in memsafe-fix) or ``error``; ``path`` is None when no file is to blame."""
+
+    path: Optional[str]
+    line: int
+    col: int
+    kind: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}:{self.col}: " if self.path is not None else ""
+        return f"{where}{self.kind.replace('-', ' ')}: {self.message}"
+
+
+_LOCATION = re.compile(r":(\d+):(\d+): (syntax error|internal error|error): ")
+
+
+def parse_problem(text: str, path: Optional[str]) -> Problem:
+    """A one-line error (``path:line:col: kind: message``, as the engine and the configuration
+    report them) as a ``Problem``; ``path``: the file the line is about."""
+    if path is not None and text.startswith(path):
+        found = _LOCATION.match(text, len(path))
+        if found:
+            return Problem(path, int(found[1]), int(found[2]), found[3].replace(" ", "-"), text[found.end() :])
+    return Problem(path, 1, 1, "error", text.removeprefix("error: "))
+
+
 def format_finding(display: str, finding: Finding) -> str:
     marker = "[*] " if finding.fixable else ""
     return f"{display}:{finding.line}:{finding.col}: {finding.code} {marker}{finding.message}"
 
 
-def json_report(findings: Sequence[Located]) -> str:
-    return json.dumps(
-        [
-            {"path": path, "line": f.line, "column": f.col, "code": f.code, "message": f.message, "fixable": f.fixable}
-            for path, f in findings
-        ],
-        indent=2,
-    )
+def json_report(findings: Sequence[Located], problems: Sequence[Problem] = ()) -> str:
+    """A JSON list, one object per finding and per problem; the fields are documented in the
+    README and stable."""
+    records: list[dict[str, Any]] = [
+        {
+            "kind": "finding",
+            "path": path,
+            "line": f.line,
+            "column": f.col,
+            "code": f.code,
+            "message": f.message,
+            "fixable": f.fixable,
+        }
+        for path, f in findings
+    ]
+    records += [
+        {
+            "kind": p.kind,
+            "path": p.path,
+            "line": p.line,
+            "column": p.col,
+            "code": None,
+            "message": p.message,
+            "fixable": False,
+        }
+        for p in problems
+    ]
+    return json.dumps(records, indent=2)
 
 
 def _escape(text: str, in_property: bool = False) -> str:
@@ -40,6 +94,14 @@ def github_annotation(path: str, finding: Finding) -> str:
     """A GitHub Actions annotation, shown on the pull request's diff."""
     properties = f"title={_escape(f'memsafe-fix ({finding.code})', True)},file={_escape(path, True)},line={finding.line},col={finding.col}"
     return f"::error {properties}::{_escape(format_finding(path, finding))}"
+
+
+def github_problem(problem: Problem) -> str:
+    title = _escape(f"memsafe-fix ({problem.kind.replace('-', ' ')})", True)
+    if problem.path is None:
+        return f"::error title={title}::{_escape(str(problem))}"
+    location = f"file={_escape(problem.path, True)},line={problem.line},col={problem.col}"
+    return f"::error title={title},{location}::{_escape(str(problem))}"
 
 
 def statistics(findings: Sequence[Located], names: dict[str, str]) -> str:
@@ -93,34 +155,86 @@ def colorize_diff(diff: str) -> str:
     return "".join(lines)
 
 
-def settings_table(settings: object) -> str:
-    """Resolved settings as ``key = value`` lines, in configuration spelling."""
-    rows = []
-    for field in fields(settings):  # type: ignore[arg-type]
+def settings_toml(
+    settings: Any,
+    target: str,
+    config_file: Optional[Path],
+    pytest_config: Optional[Path],
+    defaults: dict[str, list[str]],
+) -> str:
+    """The settings used for ``target`` as TOML that reads back: where they came from, then
+    ``[tool.memsafe-fix]`` in configuration spelling (``defaults``: what an unset list means,
+    such as the default excludes), then the pytest collection options in ``[pytest]``."""
+    document = tomlkit.document()
+    document.add(tomlkit.comment(f"memsafe-fix settings for {target}"))
+    if config_file is None:
+        document.add(tomlkit.comment("no [tool.memsafe-fix] configuration read: defaults"))
+    else:
+        document.add("config-file", config_file.as_posix())
+    if pytest_config is not None:
+        document.add("pytest-config-file", pytest_config.as_posix())
+    memsafe = tomlkit.table()
+    pytest_options = tomlkit.table()
+    for field in fields(settings):
         value = getattr(settings, field.name)
-        if isinstance(value, tuple):
-            value = list(value)
-        rows.append(f"{field.name.replace('_', '-')} = {value!r}")
-    return "\n".join(rows)
+        key = field.name.replace("_", "-")
+        if field.name == "root":
+            continue
+        if field.name.startswith("python_"):
+            pytest_options.add(field.name, list(value))
+        elif field.name == "per_file_ignores":
+            memsafe.add(key, {pattern: list(codes) for pattern, codes in value})
+        else:
+            memsafe.add(key, list(value) if isinstance(value, tuple) and value else defaults.get(key, value))
+    document.add(tomlkit.nl())
+    document.add("tool", tomlkit.table(is_super_table=True))
+    document["tool"].add("memsafe-fix", memsafe)  # type: ignore[union-attr]
+    document.add(tomlkit.nl())
+    document.add("pytest", pytest_options)
+    return tomlkit.dumps(document).rstrip("\n")
 
 
 def plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-def check_summary(findings: int, fixable: int, files: int) -> str:
-    if not findings:
-        return f"All checked: no findings in {plural(files, 'file')}."
-    return f"Found {plural(findings, 'finding')} ({fixable} fixable with `--write`)."
+def _problems_note(failed_files: int, other_errors: int) -> str:
+    """What could not be checked, for the end of a summary ("" when everything was)."""
+    notes = []
+    if failed_files:
+        notes.append(f"{plural(failed_files, 'file')} could not be checked")
+    if other_errors:
+        notes.append(plural(other_errors, "error"))
+    return "".join(f"; {note}" for note in notes)
 
 
-def write_summary(fixed: int, changed_files: int, remaining: int) -> str:
-    return f"Fixed {plural(fixed, 'finding')} in {plural(changed_files, 'file')}; {remaining} remaining without a safe fix."
+def check_summary(findings: int, fixable: int, checked: int, failed_files: int = 0, other_errors: int = 0) -> str:
+    note = _problems_note(failed_files, other_errors)
+    if findings:
+        return f"Found {plural(findings, 'finding')} ({fixable} fixable with `--write`){note}."
+    if not checked:
+        return f"No file checked{note}."
+    if note:
+        return f"No findings in {plural(checked, 'file')}{note}."
+    return f"All checked: no findings in {plural(checked, 'file')}."
 
 
-def diff_summary(fixable: int, changed_files: int, remaining: int) -> str:
+def write_summary(fixed: int, changed_files: int, remaining: int, failed_files: int = 0, other_errors: int = 0) -> str:
+    note = _problems_note(failed_files, other_errors)
+    return (
+        f"Fixed {plural(fixed, 'finding')} in {plural(changed_files, 'file')}; "
+        f"{remaining} remaining without a safe fix{note}."
+    )
+
+
+def diff_summary(fixable: int, changed_files: int, remaining: int, failed_files: int = 0, other_errors: int = 0) -> str:
     text = f"Would fix {plural(fixable, 'finding')} in {plural(changed_files, 'file')}"
-    return text + (f"; {remaining} without a safe fix." if remaining else ".")
+    return (
+        text
+        + (f"; {remaining} without a safe fix" if remaining else "")
+        + _problems_note(failed_files, other_errors)
+        + "."
+    )
 
 
 def unresolved_note(display: str, line: int, col: int, target: str, reason: str) -> str:

@@ -500,7 +500,7 @@ def test_show_settings_and_color(project: Path) -> None:
     (project / "tests" / "test_a.py").write_text(MOCK_CLASS)
     shown = invoke("--show-settings", "tests/test_a.py")
     assert shown.exit_code == 0
-    assert "group-name = 'module'" in shown.stdout and "python-classes = ['Check']" in shown.stdout
+    assert 'group-name = "module"' in shown.stdout and 'python_classes = ["Check"]' in shown.stdout
     (project / "pytest.ini").unlink()
     colored = invoke("--diff", "--color", "always", "tests").stdout
     assert "\033[32m+import gc\033[0m\n" in colored and "\033[1m--- a/tests/test_a.py\033[0m\n" in colored

@@ -9,7 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).parent.parent
+# An sdist carries these tests, but try-repo needs a git checkout.
+pytestmark = pytest.mark.skipif(not (ROOT / ".git").exists(), reason="pre-commit try-repo needs a git checkout")
 PRE_COMMIT = shutil.which("pre-commit") or str(Path(sys.executable).with_name("pre-commit"))
 MOCK_CLASS = (
     "from unittest.mock import MagicMock\n\n\nclass TestA:\n    def test_a(self):\n        assert MagicMock()\n"
@@ -49,3 +53,25 @@ def test_autofix_hook_fixes_then_passes_and_check_hook_agrees(tmp_path: Path) ->
     for hook in ("memsafe-fix", "memsafe-fix-check"):
         again = try_repo(repo, hook, home)
         assert again.returncode == 0, again.stdout + again.stderr
+
+
+def test_only_the_config_hook_edits_the_pytest_configuration(tmp_path: Path) -> None:
+    # pre-commit splits the files into batches run in parallel: the file hooks must never write
+    # pyproject.toml (which they were not given); memsafe-fix-config runs once and owns it.
+    repo = tmp_path / "project"
+    (repo / "tests").mkdir(parents=True)
+    git(repo, "init", "-q")
+    pyproject = '[project]\nname = "sample"\noptional-dependencies.test = ["pytest-xdist"]\n\n[tool.pytest.ini_options]\naddopts = "-q"\n'
+    (repo / "pyproject.toml").write_text(pyproject)
+    for i in range(3):
+        (repo / "tests" / f"test_{i}.py").write_text(MOCK_CLASS)
+    git(repo, "add", ".")
+    home = tmp_path / "pre-commit-home"
+
+    fixed = try_repo(repo, "memsafe-fix", home)
+    assert "gc.collect()" in (repo / "tests" / "test_0.py").read_text(), fixed.stdout + fixed.stderr
+    assert (repo / "pyproject.toml").read_text() == pyproject
+
+    configured = try_repo(repo, "memsafe-fix-config", home)
+    assert configured.returncode == 1, configured.stdout + configured.stderr  # it changed pyproject.toml
+    assert 'addopts = "-q --dist loadgroup"' in (repo / "pyproject.toml").read_text()

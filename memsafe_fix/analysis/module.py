@@ -20,7 +20,10 @@ _STATEMENT_CONTAINERS = (ast.stmt, ast.excepthandler) + ((ast.match_case,) if ha
 _SUPPRESSION = re.compile(r"#\s*memsafe:\s*ignore(?:\[([A-Za-z0-9,\s]*)\])?")
 # The seed pattern's own suppression for its async-mock check, honoured for MSF004.
 NOQA_ASYNC_MOCK = "async-mock"
-_NOQA = re.compile(r"#\s*noqa:\s*([\w\-]+(?:[,\s]+[\w\-]+)*)", re.IGNORECASE)
+# noqa comments as ruff reads them, bare (every rule) or with codes (``MSF001, E501``), so that
+# tools can share them (ruff's ``lint.external``).
+_NOQA = re.compile(r"#\s*noqa\b(?::\s*([\w\-]+(?:[,\s]+[\w\-]+)*))?", re.IGNORECASE)
+_MAY_SUPPRESS = re.compile(r"memsafe:|noqa", re.IGNORECASE)
 
 
 @dataclass(eq=False)
@@ -86,7 +89,7 @@ class ModuleAnalysis:
         self.defs: list[Def] = []
         self.top_level: list[Def] = []
         self._collect_defs(self.tree, None, True)
-        self._suppressed = _suppressions(source) if "memsafe:" in source or NOQA_ASYNC_MOCK in source else {}
+        self._suppressed = _suppressions(source) if _MAY_SUPPRESS.search(source) else {}
         self._bindings: dict[int, dict[str, list[ast.stmt]]] = {}
         self._self_assignments: dict[int, dict[str, list[ast.expr]]] = {}
 
@@ -183,25 +186,37 @@ class ModuleAnalysis:
 
 
 def _suppressions(source: str) -> dict[int, Optional[frozenset[str]]]:
-    """Lines carrying ``# memsafe: ignore`` (None: every rule) or ``ignore[MSF001,...]``."""
+    """Lines carrying ``# memsafe: ignore`` or a bare ``# noqa`` (None: every rule), or
+    ``# memsafe: ignore[MSF001,...]`` / ``# noqa: MSF001, ...`` (those codes; the seed
+    pattern's ``# noqa: async-mock`` is MSF004)."""
     found: dict[int, Optional[frozenset[str]]] = {}
     try:
         tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
     except (tokenize.TokenError, SyntaxError):
         return found
     for token in tokens:
-        if token.type == tokenize.COMMENT:
-            noqa = _NOQA.search(token.string)
-            if noqa and NOQA_ASYNC_MOCK in re.split(r"[,\s]+", noqa.group(1).lower()):
-                codes = found.get(token.start[0], frozenset())
-                found[token.start[0]] = None if codes is None else codes | {"MSF004"}
-            match = _SUPPRESSION.search(token.string)
-            if match:
-                codes = match.group(1)
-                found[token.start[0]] = (
-                    None if codes is None else frozenset(c.strip().upper() for c in codes.split(",") if c.strip())
-                )
+        if token.type != tokenize.COMMENT:
+            continue
+        line = token.start[0]
+        for codes in _suppressed_codes(token.string):
+            known = found.get(line, frozenset())
+            found[line] = None if codes is None or known is None else known | codes
     return found
+
+
+def _suppressed_codes(comment: str) -> Iterator[Optional[frozenset[str]]]:
+    """The codes each suppression in one comment names (None: every rule)."""
+    noqa = _NOQA.search(comment)
+    if noqa:
+        if noqa.group(1) is None:
+            yield None
+        else:
+            names = [name.upper() for name in re.split(r"[,\s]+", noqa.group(1)) if name]
+            yield frozenset("MSF004" if name == NOQA_ASYNC_MOCK.upper() else name for name in names)
+    match = _SUPPRESSION.search(comment)
+    if match:
+        codes = match.group(1)
+        yield None if codes is None else frozenset(c.strip().upper() for c in codes.split(",") if c.strip())
 
 
 _BLOCK_FIELDS = ("body", "orelse", "finalbody", "handlers", "cases")
