@@ -13,7 +13,6 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
-
 from pytest_memsafe import parse_report_target, parse_size
 
 MiB = 1024**2
