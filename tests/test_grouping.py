@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -69,17 +70,24 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return project
 
 
-def workers_per_group(project: Path, python: str, *args: str) -> dict[str, dict[str, str]]:
-    """group -> {test id: worker that ran it}, from ``pytest -v``; fails unless all tests pass."""
+def run_pytest(project: Path, python: str, *args: str, must_pass: bool = True) -> str:
+    """The output of ``pytest -v ARGS``; fails unless all tests pass, if they must."""
     completed = subprocess.run(
-        [python, "-m", "pytest", "-p", "no:cacheprovider", "-v", "-n", "2", *args],
-        cwd=project,
-        capture_output=True,
-        text=True,
+        [python, "-m", "pytest", "-p", "no:cacheprovider", "-v", *args], cwd=project, capture_output=True, text=True
     )
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    assert completed.returncode == 0 or not must_pass, completed.stdout[-3000:] + completed.stderr[-3000:]
+    return completed.stdout
+
+
+def memsafe_lines(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.startswith("memsafe:")]
+
+
+def workers_per_group(project: Path, python: str, *args: str) -> dict[str, dict[str, str]]:
+    """group -> {test id: worker that ran it}, from ``pytest -v -n 2``."""
+    completed_stdout = run_pytest(project, python, "-n", "2", *args)
     groups: dict[str, dict[str, str]] = {}
-    for worker, test, group in re.findall(r"^\[(gw\d)\] \[ *\d+%\] PASSED (\S+?)@([\w.]+)\s*$", completed.stdout, re.M):
+    for worker, test, group in re.findall(r"^\[(gw\d)\] \[ *\d+%\] PASSED (\S+?)@([\w.]+)\s*$", completed_stdout, re.M):
         groups.setdefault(group, {})[test] = worker
     return groups
 
@@ -99,3 +107,64 @@ def test_n_without_dist_groups_with_the_plugin(suite: Path) -> None:
     groups = workers_per_group(suite, sys.executable)
     assert {group: len(tests) for group, tests in groups.items()} == GROUPS
     assert all(len(set(tests.values())) == 1 for tests in groups.values())
+
+
+def test_one_header_line_where_the_plugin_restores_groups(suite: Path) -> None:
+    newest = memsafe_lines(run_pytest(suite, sys.executable, "-n", "2", "--dist", "loadgroup"))
+    pytest_version, xdist_version = metadata.version("pytest"), metadata.version("pytest-xdist")
+    if pytest.version_tuple[:2] >= (9, 2) and xdist_version == "3.8.0":
+        assert newest == [
+            f"memsafe: pytest {pytest_version} drops the xdist_group ids pytest-xdist {xdist_version} sets; "
+            "the workers restore them (-p no:memsafe turns this off)"
+        ]
+    assert memsafe_lines(run_pytest(suite, stack("pytest 9.1"), "-n", "2", "--dist", "loadgroup")) == []
+    # Under --dist load the ordered classes are split, as they would be without the plugin.
+    assert memsafe_lines(run_pytest(suite, sys.executable, "-n", "2", "--dist", "load", must_pass=False)) == []
+    assert memsafe_lines(run_pytest(suite, sys.executable)) == []
+
+
+BENCHMARK_PROJECT = {
+    "pyproject.toml": """\
+        [project]
+        name = "sample"
+        optional-dependencies.test = ["pytest", "pytest-xdist", "pytest-benchmark"]
+
+        [tool.pytest.ini_options]
+        addopts = "-ra"
+        """,
+    "tests/test_speed.py": """\
+        from unittest.mock import MagicMock
+
+
+        def test_sum(benchmark):
+            benchmark(sum, range(100))
+
+
+        class TestClient:
+            client = []
+
+            def test_0_open(self):
+                TestClient.client.append(MagicMock())
+
+            def test_1_use(self):
+                assert TestClient.client
+        """,
+}
+
+
+def test_pytest_benchmark_keeps_running_and_n_alone_groups(tmp_path: Path) -> None:
+    pytest.importorskip("pytest_benchmark")
+    for name, text in BENCHMARK_PROJECT.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(textwrap.dedent(text))
+    before = (tmp_path / "pyproject.toml").read_text()
+    written = subprocess.run(
+        [sys.executable, "-m", "memsafe_fix", "--write", "."], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert "pytest-benchmark is declared" in written.stdout + written.stderr
+    assert (tmp_path / "pyproject.toml").read_text() == before  # no `--dist` in addopts
+    assert "1 passed" in run_pytest(tmp_path, sys.executable, "--benchmark-only")
+    output = run_pytest(tmp_path, sys.executable, "-n", "2")
+    assert "memsafe: -n without --dist: using --dist loadgroup" in output
+    workers = set(re.findall(r"^\[(gw\d)\] \[ *\d+%\] PASSED \S+::TestClient::\S+@client\s*$", output, re.M))
+    assert len(workers) == 1, output
