@@ -8,11 +8,14 @@ import re
 import subprocess
 import sys
 import textwrap
+from importlib import metadata
 from pathlib import Path
 
 import pytest
 from cli_runner import invoke
 
+from memsafe_fix.analysis.environment import project_environment
+from memsafe_fix.analysis.project import installed_roots
 from memsafe_fix.analysis.pytest_config import (
     Dependencies,
     addopts_tokens,
@@ -56,6 +59,15 @@ def make(root: Path, files: dict[str, str]) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(text.encode())
     return root
+
+
+@pytest.fixture(autouse=True)
+def _empty_environment(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Projects here have no virtualenv: without this, the packages of the interpreter running
+    these tests (pytest-benchmark, pytest-memsafe) would count as theirs (MSF010, MSF012)."""
+    environment = tmp_path_factory.mktemp("empty-venv")
+    (environment / "lib" / "python3.11" / "site-packages").mkdir(parents=True)
+    monkeypatch.setenv("VIRTUAL_ENV", str(environment))
 
 
 @pytest.fixture
@@ -329,7 +341,14 @@ def test_installed_versions_that_keep_groups_are_not_reported(project_venv: Path
 
 
 def test_without_a_project_venv_this_interpreters_packages_count(project_venv: Path) -> None:
-    assert doctor_lines(invoke("--check", "tests")) == []  # this interpreter has pytest-memsafe
+    environment = project_environment(project_venv)
+    assert environment.where == f"the environment of {sys.executable}"
+    assert environment.version("pytest") == metadata.version("pytest")
+    assert environment.version("pytest_memsafe") == metadata.version("pytest-memsafe")
+    venv(project_venv, {"pytest": "9.2.0"})
+    project_environment.cache_clear()
+    installed_roots.cache_clear()
+    assert project_environment(project_venv).versions == {"pytest": "9.2.0"}
 
 
 # --- both [tool.pytest] and [tool.pytest.ini_options] -------------------------------------------

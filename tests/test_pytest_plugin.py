@@ -379,8 +379,9 @@ def test_json_report_lists_a_crashed_worker(tmp_path: Path) -> None:
                 pass
             """,
     }
-    # Plain -n 2: under --dist loadfile xdist re-sends the crashing file to every new worker.
-    completed = run_pytest(tmp_path, suite, "--memsafe-report=json:memory.json", "-n", "2")
+    # --dist load: under loadfile or loadgroup (which the plugin picks for a plain -n 2) xdist
+    # re-sends the crashing test to every new worker.
+    completed = run_pytest(tmp_path, suite, "--memsafe-report=json:memory.json", "-n", "2", "--dist", "load")
     assert "worker 'gw" in completed.stdout and "crashed" in completed.stdout
     processes = json.loads((tmp_path / "memory.json").read_text())["processes"]
     crashed = [process for process in processes if process["error"] is not None]
