@@ -64,7 +64,7 @@ def make(root: Path, files: dict[str, str]) -> Path:
 @pytest.fixture(autouse=True)
 def _empty_environment(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Projects here have no virtualenv: without this, the packages of the interpreter running
-    these tests (pytest-benchmark, pytest-memsafe) would count as theirs (MSF010, MSF012)."""
+    these tests (pytest-memsafe, pytest-xdist) would count as theirs (MSF010, MSF012)."""
     environment = tmp_path_factory.mktemp("empty-venv")
     (environment / "lib" / "python3.11" / "site-packages").mkdir(parents=True)
     monkeypatch.setenv("VIRTUAL_ENV", str(environment))

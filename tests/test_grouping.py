@@ -1,7 +1,7 @@
 """``xdist_group`` under ``--dist loadgroup``, end to end, on two stacks: the newest pytest and
 pytest-xdist (this interpreter's: pytest 9.2 with pytest-xdist 3.8 drops the groups unless the
 pytest-memsafe plugin restores them) and pytest 9.1.x (which groups by itself), in the small
-environment ``.ci/run`` makes at ``.venv-pytest91``. A suite is rewritten by ``memsafe-fix
+environment ``.ci/run`` makes at ``.venv-pytest91`` (which also has pytest-benchmark). A suite is rewritten by ``memsafe-fix
 --write``; worker ids then show where each test of each group ran."""
 
 from __future__ import annotations
@@ -153,7 +153,7 @@ BENCHMARK_PROJECT = {
 
 
 def test_pytest_benchmark_keeps_running_and_n_alone_groups(tmp_path: Path) -> None:
-    pytest.importorskip("pytest_benchmark")
+    python = stack("pytest 9.1")  # the environment that has pytest-benchmark
     for name, text in BENCHMARK_PROJECT.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(textwrap.dedent(text))
@@ -163,8 +163,8 @@ def test_pytest_benchmark_keeps_running_and_n_alone_groups(tmp_path: Path) -> No
     )
     assert "pytest-benchmark is declared" in written.stdout + written.stderr
     assert (tmp_path / "pyproject.toml").read_text() == before  # no `--dist` in addopts
-    assert "1 passed" in run_pytest(tmp_path, sys.executable, "--benchmark-only")
-    output = run_pytest(tmp_path, sys.executable, "-n", "2")
+    assert "1 passed" in run_pytest(tmp_path, python, "--benchmark-only")
+    output = run_pytest(tmp_path, python, "-n", "2")
     assert "memsafe: -n without --dist: using --dist loadgroup" in output
     workers = set(re.findall(r"^\[(gw\d)\] \[ *\d+%\] PASSED \S+::TestClient::\S+@client\s*$", output, re.M))
     assert len(workers) == 1, output
