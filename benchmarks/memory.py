@@ -8,7 +8,7 @@ Generates two synthetic suites of N tests in classes of 10. Every test creates f
 methods of each five times, so the mocks build child mocks and record calls: about 1 MB per
 test. In the ``self`` suite the mocks are made in ``setup_method`` and stored on ``self``; in
 the ``locals`` suite they are test locals. Each suite runs, with
-``pytest -n WORKERS --dist loadgroup -p memsafe_fix.pytest_plugin --memsafe-report=json:...``:
+``pytest -n WORKERS --dist loadgroup -p memsafe --memsafe-report=json:...``:
 
 - none: as generated;
 - seed pattern: every class has ``def teardown_method(self): gc.collect()``;
@@ -168,7 +168,7 @@ def rewrite_with_memsafe_fix(root: Path, config: str) -> str:
 def run_suite(root: Path, report: Path, workers: int, extra: list[str]) -> tuple[int, float, float, str]:
     """Peak RSS of the largest worker, wall and CPU seconds, and pytest's result line."""
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", str(workers)]
-    command += ["--dist", "loadgroup", "-p", "memsafe_fix.pytest_plugin", f"--memsafe-report=json:{report}", *extra]
+    command += ["--dist", "loadgroup", "-p", "memsafe", f"--memsafe-report=json:{report}", *extra]
     start, cpu_start = time.perf_counter(), _children_cpu()
     completed = subprocess.run(command, cwd=root, capture_output=True, text=True)
     wall, cpu = time.perf_counter() - start, _children_cpu() - cpu_start

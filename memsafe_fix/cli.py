@@ -15,6 +15,7 @@ from typing import Iterator, List, Optional
 import typer
 
 from memsafe_fix import __version__
+from memsafe_fix.analysis.environment import project_environment
 from memsafe_fix.analysis.project import clear_caches
 from memsafe_fix.analysis.targets import Verdict
 from memsafe_fix.config import (
@@ -177,6 +178,7 @@ def memsafe_fix(
     # Each run sees the files as they are now (tests and library callers run many in one process).
     settings_for.cache_clear()
     find_pytest_config.cache_clear()
+    project_environment.cache_clear()
     clear_caches()
     if config is not None and not config.is_file():
         raise typer.BadParameter(f"{config}: no such file", param_hint="--config")

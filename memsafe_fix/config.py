@@ -266,6 +266,10 @@ class PytestConfig:
     values: dict[str, Any] = field(compare=False, hash=False)
     # Whether the file holds the section at all (pytest.ini and pytest.toml count without one).
     has_section: bool = True
+    # The keys of a ``[tool.pytest]`` table left aside for ``[tool.pytest.ini_options]``: pytest 8
+    # reads only the latter (``[tool.pytest.benchmark]`` is pytest-benchmark's), pytest 9
+    # refuses the file (the doctor says so when pytest 9 is installed).
+    set_aside: tuple[str, ...] = ()
 
     @property
     def is_toml(self) -> bool:
@@ -289,15 +293,11 @@ def load_pytest_config(path: Path, text: Optional[str] = None) -> Optional[Pytes
             return None
         native = {k: v for k, v in tool.items() if k != "ini_options"}
         ini = tool.get("ini_options")
-        if native and ini is not None:
-            raise ConfigError(
-                f"{path}: cannot use both [tool.pytest] and [tool.pytest.ini_options] (pytest refuses this too)", path
-            )
-        if native:
-            return PytestConfig(path, "tool.pytest", "toml", native)
         if isinstance(ini, dict):
             values = {k: v if isinstance(v, list) else str(v) for k, v in ini.items()}
-            return PytestConfig(path, "tool.pytest.ini_options", "ini", values)
+            return PytestConfig(path, "tool.pytest.ini_options", "ini", values, set_aside=tuple(native))
+        if native:
+            return PytestConfig(path, "tool.pytest", "toml", native)
         return None
     section = "tool:pytest" if name == "setup.cfg" else "pytest"
     parser = configparser.ConfigParser(interpolation=None)

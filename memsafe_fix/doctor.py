@@ -24,8 +24,10 @@ import tomlkit
 import tomlkit.exceptions
 import tomlkit.items
 
+from memsafe_fix.analysis.environment import project_environment
 from memsafe_fix.analysis.markers import registered_markers
-from memsafe_fix.analysis.pytest_config import Project, addopts_tokens, marker_lines
+from memsafe_fix.analysis.project import project_root
+from memsafe_fix.analysis.pytest_config import Project, addopts_tokens, marker_lines, version_tuple
 from memsafe_fix.config import (
     ConfigError,
     ConfigSource,
@@ -86,6 +88,10 @@ class Doctor:
             location = config.path if config else _nearest(folder, "pyproject.toml")
             if location is not None:
                 key = location.resolve()
+                if config is not None and config.set_aside and key not in self.errors:
+                    refused = _refused_by_pytest(config)
+                    if refused:
+                        self.errors[key] = refused.located(self.display(location))
                 if key not in self.projects and key not in self.errors:
                     self.projects[key] = self._project(config, location)
                     self.folders[key] = set()
@@ -180,6 +186,22 @@ class Doctor:
         here = Path.cwd().resolve()
         folder = location.parent.resolve()
         return folder == here or here in folder.parents
+
+
+def _refused_by_pytest(config: PytestConfig) -> Optional[ConfigError]:
+    """A file with both ``[tool.pytest]`` and ``[tool.pytest.ini_options]``, when the pytest
+    installed for the project is 9 or newer, which stops on it (pytest 8 reads ``ini_options``)."""
+    environment = project_environment(project_root(config.path.parent.resolve()))
+    version = environment.version("pytest")
+    if version is None or version_tuple(version) < (9,):
+        return None
+    aside = ", ".join(f"`{key}`" for key in config.set_aside)
+    return ConfigError(
+        f"{config.path}: pytest {version} (installed in {environment.where}) stops on a file with both "
+        f"[tool.pytest] ({aside}) and [tool.pytest.ini_options]: move one into the other; memsafe-fix read "
+        "[tool.pytest.ini_options]",
+        config.path,
+    )
 
 
 def _nearest(folder: Path, name: str) -> Optional[Path]:

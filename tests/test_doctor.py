@@ -8,11 +8,14 @@ import re
 import subprocess
 import sys
 import textwrap
+from importlib import metadata
 from pathlib import Path
 
 import pytest
 from cli_runner import invoke
 
+from memsafe_fix.analysis.environment import project_environment
+from memsafe_fix.analysis.project import installed_roots
 from memsafe_fix.analysis.pytest_config import (
     Dependencies,
     addopts_tokens,
@@ -56,6 +59,15 @@ def make(root: Path, files: dict[str, str]) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(text.encode())
     return root
+
+
+@pytest.fixture(autouse=True)
+def _empty_environment(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Projects here have no virtualenv: without this, the packages of the interpreter running
+    these tests (pytest-memsafe, pytest-xdist) would count as theirs (MSF010, MSF012)."""
+    environment = tmp_path_factory.mktemp("empty-venv")
+    (environment / "lib" / "python3.11" / "site-packages").mkdir(parents=True)
+    monkeypatch.setenv("VIRTUAL_ENV", str(environment))
 
 
 @pytest.fixture
@@ -274,10 +286,127 @@ def test_pinned_versions_that_ignore_groups_are_reported(cwd: Path) -> None:
     (line,) = doctor_lines(invoke("--check", "tests"))
     assert line == (
         "pyproject.toml:2:1: MSF010 `--dist loadgroup` is set, but the pinned pytest 9.2.0 with pytest-xdist "
-        "3.8.0 ignore `xdist_group` (pytest-xdist issue #1386): pin `pytest<9.2` until a fixed pytest-xdist is out"
+        "3.8.0 ignore `xdist_group` (pytest-xdist issue #1386): install pytest-memsafe in the test environment, "
+        "which restores the groups, or pin `pytest<9.2` until a fixed pytest-xdist is out"
     )
     (cwd / "requirements.txt").write_text("pytest==9.1.1\npytest-xdist==3.8.0\n")
     assert doctor_lines(invoke("--check", "tests")) == []
+
+
+def venv(root: Path, versions: dict[str, str]) -> None:
+    """A project virtualenv at ``.venv`` holding these distributions (their metadata only)."""
+    site = root / ".venv" / "lib" / "python3.11" / "site-packages"
+    for name, version in versions.items():
+        make(site, {f"{name.replace('-', '_')}-{version}.dist-info/METADATA": f"Name: {name}\nVersion: {version}\n"})
+
+
+@pytest.fixture
+def project_venv(cwd: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.delenv("VIRTUAL_ENV", raising=False)
+    make(cwd, {"pyproject.toml": '[tool.pytest.ini_options]\naddopts = "--dist loadgroup"\n'})
+    make(cwd, {"tests/test_a.py": MOCK_CLASS})
+    return cwd
+
+
+LOST_GROUPS = (
+    "pyproject.toml:2:1: MSF012 pytest 9.2.0 with pytest-xdist 3.8.0 (installed in "
+    "`.venv/lib/python3.11/site-packages`) ignore `xdist_group`: under `--dist loadgroup` the tests of a group "
+    "are spread over the workers (pytest-xdist issue #1386). Install pytest-memsafe in the test environment "
+    "(it restores the groups), pin `pytest<9.2`, or upgrade to a pytest-xdist release after 3.8.0 that fixes it"
+)
+
+
+def test_installed_versions_that_ignore_groups_are_reported(project_venv: Path) -> None:
+    venv(project_venv, {"pytest": "9.2.0", "pytest-xdist": "3.8.0"})
+    assert doctor_lines(invoke("--check", "tests")) == [LOST_GROUPS]
+
+
+def test_a_lock_file_pinning_another_pytest_does_not_hide_what_is_installed(project_venv: Path) -> None:
+    lock = '[[package]]\nname = "pytest"\nversion = "9.0.3"\n\n[[package]]\nname = "pytest-xdist"\nversion = "3.8.0"\n'
+    make(project_venv, {"uv.lock": lock})
+    venv(project_venv, {"pytest": "9.2.0", "pytest-xdist": "3.8.0"})
+    assert doctor_lines(invoke("--check", "tests")) == [LOST_GROUPS]
+
+
+@pytest.mark.parametrize(
+    "installed",
+    [
+        {"pytest": "9.2.0", "pytest-xdist": "3.8.0", "pytest-memsafe": "0.1.0"},  # the plugin restores the groups
+        {"pytest": "9.1.1", "pytest-xdist": "3.8.0"},
+        {"pytest": "9.2.0", "pytest-xdist": "3.9.0"},
+    ],
+)
+def test_installed_versions_that_keep_groups_are_not_reported(project_venv: Path, installed: dict[str, str]) -> None:
+    venv(project_venv, installed)
+    assert doctor_lines(invoke("--check", "tests")) == []
+
+
+def test_without_a_project_venv_this_interpreters_packages_count(project_venv: Path) -> None:
+    environment = project_environment(project_venv)
+    assert environment.where == f"the environment of {sys.executable}"
+    assert environment.version("pytest") == metadata.version("pytest")
+    assert environment.version("pytest_memsafe") == metadata.version("pytest-memsafe")
+    venv(project_venv, {"pytest": "9.2.0"})
+    project_environment.cache_clear()
+    installed_roots.cache_clear()
+    assert project_environment(project_venv).versions == {"pytest": "9.2.0"}
+
+
+# --- both [tool.pytest] and [tool.pytest.ini_options] -------------------------------------------
+
+BOTH_TABLES = '[tool.pytest.ini_options]\naddopts = "-ra"\n\n[tool.pytest.benchmark]\nmin_rounds = 5\n'
+
+
+def test_both_pytest_tables_follow_an_installed_pytest_8(cwd: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VIRTUAL_ENV", raising=False)
+    make(cwd, {"pyproject.toml": XDIST_EXTRA + BOTH_TABLES, "tests/test_a.py": MOCK_CLASS})
+    venv(cwd, {"pytest": "8.4.2", "pytest-xdist": "3.8.0"})
+    result = invoke("--write", "tests")
+    assert result.exit_code == 0, result.everything
+    assert "xdist_group" in (cwd / "tests" / "test_a.py").read_text()
+    assert 'addopts = "-ra --dist loadgroup"' in (cwd / "pyproject.toml").read_text()
+
+
+def test_both_pytest_tables_are_reported_under_pytest_9_and_files_still_fixed(
+    cwd: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("VIRTUAL_ENV", raising=False)
+    make(cwd, {"pyproject.toml": BOTH_TABLES, "tests/test_a.py": MOCK_CLASS})
+    venv(cwd, {"pytest": "9.1.1"})
+    result = invoke("--write", "tests")
+    assert result.exit_code == 2
+    assert [line for line in result.stderr.splitlines() if "error" in line] == [
+        "pyproject.toml:1:1: error: pytest 9.1.1 (installed in `.venv/lib/python3.11/site-packages`) stops on a "
+        "file with both [tool.pytest] (`benchmark`) and [tool.pytest.ini_options]: move one into the other; "
+        "memsafe-fix read [tool.pytest.ini_options]"
+    ]
+    assert "xdist_group" in (cwd / "tests" / "test_a.py").read_text()
+
+
+# --- pytest-benchmark -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["declared", "installed"])
+def test_dist_is_not_added_where_pytest_benchmark_is(cwd: Path, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    monkeypatch.delenv("VIRTUAL_ENV", raising=False)
+    extra = XDIST_EXTRA.replace('"pytest-xdist>=3"', '"pytest-xdist>=3", "pytest-benchmark"')
+    make(
+        cwd,
+        {
+            "pyproject.toml": (extra if where == "declared" else XDIST_EXTRA)
+            + '[tool.pytest.ini_options]\naddopts = "-ra"\n'
+        },
+    )
+    make(cwd, {"tests/test_a.py": MOCK_CLASS})
+    venv(
+        cwd,
+        {"pytest": "9.1.1", "pytest-xdist": "3.8.0", **({"pytest-benchmark": "5.1.0"} if where == "installed" else {})},
+    )
+    before = (cwd / "pyproject.toml").read_text()
+    (line,) = doctor_lines(invoke("--write", "tests"))
+    assert (cwd / "pyproject.toml").read_text() == before
+    assert "[*]" not in line and f"pytest-benchmark is {where} and `--dist` in `addopts` turns it off" in line
+    assert "run `pytest -n N --dist loadgroup`, or install pytest-memsafe" in line
 
 
 # --- MSF011 -----------------------------------------------------------------------------------

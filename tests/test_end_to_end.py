@@ -416,25 +416,6 @@ def test_async_patch_adds_new_callable_to_proven_async_targets_only(tmp_path: Pa
     assert run_pytest(project) == before
 
 
-def test_mock_classes_share_a_worker_under_loadgroup(tmp_path: Path) -> None:
-    project = tmp_path / "examples"
-    shutil.copytree(EXAMPLES, project)
-    memsafe_fix(project, "--write", ".")
-    completed = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "2", "--dist", "loadgroup", "-v"],
-        cwd=project,
-        capture_output=True,
-        text=True,
-    )
-    # Under loadgroup xdist suffixes grouped tests' ids with "@<group>" and runs each group on
-    # one worker. (pytest 9.2 with pytest-xdist 3.8 silently drops the suffix: see README.)
-    workers: dict[str, set[str]] = {}
-    for worker, group in re.findall(r"\[(gw\d)\] .*?@([\w.]+)", completed.stdout):
-        workers.setdefault(group, set()).add(worker)
-    assert {"notifier", "reports", "notifier_case"} <= set(workers)
-    assert all(len(w) == 1 for w in workers.values())
-
-
 def test_release_state_frees_mocks_kept_on_self(tmp_path: Path) -> None:
     project = make_suite(tmp_path / "release", RELEASE_SUITE)
     before = run_pytest(project)

@@ -1,4 +1,4 @@
-"""The pytest plugin (``memsafe_fix/pytest_plugin.py``), run by real pytest on small suites, with
+"""The pytest plugin (``pytest-memsafe/pytest_memsafe.py``), run by real pytest on small suites, with
 and without pytest-xdist. Sizes are checked against what the suites allocate, never timed."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ import re
 import subprocess
 import sys
 import textwrap
+from importlib import metadata
 from pathlib import Path
 
 import pytest
-
-from memsafe_fix.pytest_plugin import parse_report_target, parse_size
+from pytest_memsafe import parse_report_target, parse_size
 
 MiB = 1024**2
 XDIST = ("-n", "2", "--dist", "loadfile")  # loadfile: a file's tests run on one worker, in order
@@ -228,10 +228,14 @@ def top_tests(stdout: str) -> list[tuple[float, str, str]]:
 
 
 def test_importing_the_plugin_imports_nothing_heavy() -> None:
-    heavy = ("libcst", "typer", "rich", "pathspec", "psutil", "memsafe_fix.engine")
-    code = f"import sys, memsafe_fix.pytest_plugin; print([m for m in {heavy!r} if m in sys.modules])"
+    heavy = ("libcst", "typer", "rich", "pathspec", "psutil", "memsafe_fix")
+    code = f"import sys, pytest_memsafe; print([m for m in {heavy!r} if m in sys.modules])"
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert completed.stdout.strip() == "[]", completed.stderr
+
+
+def test_the_plugin_distribution_needs_only_pytest() -> None:
+    assert metadata.requires("pytest-memsafe") == ["pytest>=8"]
 
 
 def test_autoloaded_and_inactive_without_its_options(tmp_path: Path) -> None:
@@ -331,8 +335,9 @@ def test_json_report_lists_a_crashed_worker(tmp_path: Path) -> None:
                 pass
             """,
     }
-    # Plain -n 2: under --dist loadfile xdist re-sends the crashing file to every new worker.
-    completed = run_pytest(tmp_path, suite, "--memsafe-report=json:memory.json", "-n", "2")
+    # --dist load: under loadfile or loadgroup (which the plugin picks for a plain -n 2) xdist
+    # re-sends the crashing test to every new worker.
+    completed = run_pytest(tmp_path, suite, "--memsafe-report=json:memory.json", "-n", "2", "--dist", "load")
     assert "worker 'gw" in completed.stdout and "crashed" in completed.stdout
     processes = json.loads((tmp_path / "memory.json").read_text())["processes"]
     crashed = [process for process in processes if process["error"] is not None]
@@ -398,9 +403,24 @@ def test_bad_values_are_usage_errors(tmp_path: Path, option: str, message: str) 
 
 
 def test_explicit_p_option_works_alongside_the_entry_point(tmp_path: Path) -> None:
-    completed = run_pytest(tmp_path, REPORT_SUITE, "-p", "memsafe_fix.pytest_plugin", "--memsafe-report")
+    completed = run_pytest(tmp_path, REPORT_SUITE, "-p", "memsafe", "--memsafe-report")
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert list(table_rows(completed.stdout)) == ["main"]
+
+
+def test_the_name_in_the_header_turns_it_off_and_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    header = run_pytest(tmp_path, REPORT_SUITE).stdout
+    assert re.search(r"^plugins: .*\bmemsafe-[\d.]+", header, re.MULTILINE), header
+
+    disabled = run_pytest(tmp_path, REPORT_SUITE, "-p", "no:memsafe", "--memsafe-report")
+    assert disabled.returncode == pytest.ExitCode.USAGE_ERROR
+    assert "unrecognized arguments: --memsafe-report" in disabled.stderr
+
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    assert run_pytest(tmp_path, REPORT_SUITE, "--memsafe-report").returncode == pytest.ExitCode.USAGE_ERROR
+    loaded = run_pytest(tmp_path, REPORT_SUITE, "-p", "memsafe", "--memsafe-report")
+    assert loaded.returncode == 0, loaded.stdout + loaded.stderr
+    assert list(table_rows(loaded.stdout)) == ["main"]
 
 
 @pytest.mark.parametrize(

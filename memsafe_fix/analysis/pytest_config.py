@@ -14,7 +14,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
+from memsafe_fix.analysis.environment import Environment, normalize, project_environment
 from memsafe_fix.analysis.markers import marker_line_name
+from memsafe_fix.analysis.project import project_root
 from memsafe_fix.config import PytestConfig, Settings
 
 if sys.version_info >= (3, 11):
@@ -154,12 +156,15 @@ _REQUIREMENT = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(\[[^\]]*\])?\s*(
 _EXACT_PIN = re.compile(r"^===?\s*([0-9][0-9A-Za-z.!+_-]*)\s*(;.*)?$")
 
 
-def normalize(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def version_tuple(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in re.findall(r"\d+", version.split("+")[0])[:3])
+
+
+def drops_groups(pytest_version: str, xdist_version: str) -> bool:
+    """Whether this pair ignores ``xdist_group``: pytest 9.2 or newer with pytest-xdist 3.8.0 or
+    older (xdist sets ``item._nodeid``, which pytest 9.2 no longer reads; pytest-xdist issue
+    #1386)."""
+    return version_tuple(pytest_version)[:2] >= (9, 2) and version_tuple(xdist_version) <= (3, 8, 0)
 
 
 @dataclass
@@ -191,15 +196,11 @@ class Dependencies:
         return normalize(name) in self.names
 
     def grouping_broken(self) -> Optional[str]:
-        """The pinned versions, when they are pytest 9.2 with pytest-xdist 3.8.0 or older:
-        that pair ignores ``xdist_group`` (xdist sets ``item._nodeid``, which pytest 9.2 no
-        longer reads; pytest-xdist issue #1386)."""
+        """The pinned versions, when they are a pair that ignores ``xdist_group``."""
         pytest_pin, xdist_pin = self.pins.get("pytest"), self.pins.get(XDIST)
-        if pytest_pin is None or xdist_pin is None:
+        if pytest_pin is None or xdist_pin is None or not drops_groups(pytest_pin, xdist_pin):
             return None
-        if version_tuple(pytest_pin)[:2] == (9, 2) and version_tuple(xdist_pin) <= (3, 8, 0):
-            return f"pytest {pytest_pin} with pytest-xdist {xdist_pin}"
-        return None
+        return f"pytest {pytest_pin} with pytest-xdist {xdist_pin}"
 
 
 def _lines(value: Any) -> list[str]:
@@ -362,6 +363,11 @@ class Project:
     @cached_property
     def dependencies(self) -> Dependencies:
         return find_dependencies(self.location.parent)
+
+    @property
+    def environment(self) -> Environment:
+        """What is installed where the project's tests run."""
+        return project_environment(project_root(self.location.parent.resolve()))
 
     @property
     def uses_xdist_group(self) -> bool:

@@ -6,6 +6,7 @@ from memsafe_fix.rules.base import Context, ProjectRule, Rule
 from memsafe_fix.rules.dist_loadgroup import DistLoadgroup
 from memsafe_fix.rules.function_gc import FunctionGc
 from memsafe_fix.rules.gc_teardown import GcTeardown
+from memsafe_fix.rules.lost_groups import LostGroups
 from memsafe_fix.rules.performance_skip import PerformanceSkip
 from memsafe_fix.rules.release_state import ReleaseState
 from memsafe_fix.rules.strict_markers import StrictMarkers
@@ -19,7 +20,7 @@ ALL_RULES: tuple[Rule, ...] = (
     FunctionGc(),
     ReleaseState(),
 )
-PROJECT_RULES: tuple[ProjectRule, ...] = (DistLoadgroup(), StrictMarkers())
+PROJECT_RULES: tuple[ProjectRule, ...] = (DistLoadgroup(), StrictMarkers(), LostGroups())
 RULES_BY_CODE = {rule.code: rule for rule in ALL_RULES}
 # Code -> name of every rule, for reports.
 RULE_NAMES = {rule.code: rule.name for rule in (*ALL_RULES, *PROJECT_RULES)}

@@ -23,9 +23,10 @@ Turn it off with `ignore` or `per-file-ignores` (`"pyproject.toml" = ["MSF010"]`
 ## Why
 pytest-xdist honours `xdist_group` only with `--dist loadgroup`; `load`, `loadscope` and
 `loadfile` ignore the marker, so the groups MSF001 adds would do nothing (the often-repeated
-advice to use `--dist loadscope` is wrong for groups). `--dist` in `addopts` changes nothing in
-a run without `-n` (pytest-xdist only reads it when it starts workers) and the command line
-still wins (`pytest -n 4 --dist load` overrides `addopts`).
+advice to use `--dist loadscope` is wrong for groups). The command line still wins (`pytest -n 4
+--dist load` overrides `addopts`). A run without `-n` starts no workers, but `--dist` is still
+set: pytest-benchmark turns itself off whenever `--dist` is set, so `pytest --benchmark-only`
+then fails ("Can't have both --benchmark-only and --benchmark-disable").
 
 ## Example
 ```toml
@@ -44,7 +45,11 @@ and `addopts = ["-ra"]` becomes `addopts = ["-ra", "--dist", "loadgroup"]`.
 `-p no:xdist`, every pytest run stops with "unrecognized arguments: --dist". So the fix is
 offered only when pytest-xdist is a declared dependency (`[project]` dependencies and extras,
 `[dependency-groups]`, Poetry/PDM/uv/Hatch tables, `setup.cfg`, `tox.ini` `deps`,
-`requirements*.txt`, `Pipfile`, lock files); otherwise the message says to add it first.
+`requirements*.txt`, `Pipfile`, lock files); otherwise the message says to add it first. Where
+pytest-benchmark is declared or installed for the project (see MSF012 for which environment),
+`addopts` is left alone: the message gives the ways that keep benchmarks running, `pytest -n N
+--dist loadgroup` or the pytest-memsafe plugin, which picks `--dist loadgroup` itself when `-n`
+is given without `--dist`.
 Switching from another `--dist` mode changes which tests share a worker and in what order, which
 can change outcomes, so that is left to you. `pytest.ini`, `tox.ini` and `setup.cfg` are
 reported, never edited: their dialects (pytest's iniconfig, configparser, tox's substitutions
@@ -61,6 +66,7 @@ from memsafe_fix.edits import AppendToPytestOption, Finding, Fix
 from memsafe_fix.rules.base import ProjectRule
 
 LOADGROUP = ("--dist", "loadgroup")
+BENCHMARK = "pytest-benchmark"
 ISSUE = "pytest-xdist issue #1386"
 
 
@@ -74,7 +80,8 @@ class DistLoadgroup(ProjectRule):
         position = project.position("addopts")
         broken = project.dependencies.grouping_broken()
         versions = (
-            f"the pinned {broken} ignore `xdist_group` ({ISSUE}): pin `pytest<9.2` until a fixed pytest-xdist is out"
+            f"the pinned {broken} ignore `xdist_group` ({ISSUE}): install pytest-memsafe in the test "
+            "environment, which restores the groups, or pin `pytest<9.2` until a fixed pytest-xdist is out"
             if broken
             else ""
         )
@@ -104,6 +111,13 @@ class DistLoadgroup(ProjectRule):
             message += (
                 "; pytest-xdist is not a declared dependency and `--dist` makes pytest fail where it is not "
                 "installed: add pytest-xdist to the test dependencies, then `--dist loadgroup` to `addopts`"
+            )
+        elif BENCHMARK in project.dependencies or project.environment.version(BENCHMARK) is not None:
+            message += (
+                f"; not added to `addopts`: {BENCHMARK} is {'declared' if BENCHMARK in project.dependencies else 'installed'} "
+                "and `--dist` in `addopts` turns it off in every run, even without `-n` (`--benchmark-only` then "
+                "fails): run `pytest -n N --dist loadgroup`, or install pytest-memsafe, which uses `--dist loadgroup` "
+                "when `-n` is given without `--dist`"
             )
         elif project.editable and (project.config is None or project.config.is_toml):
             fix = Fix((AppendToPytestOption("addopts", LOADGROUP),))

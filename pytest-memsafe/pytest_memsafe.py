@@ -1,14 +1,35 @@
 """pytest plugin: measure a test run's memory per xdist worker, enforce a memory budget, and
-apply the memory-safety pattern at run time without changing a file.
+apply the memory-safety pattern at run time without changing a file; keep ``xdist_group``
+grouping where pytest 9.2 with pytest-xdist 3.8 loses it.
 
     pytest -n 2 --dist loadgroup --memsafe-report --memsafe-max-rss=1.5G --memsafe-gc
 
-Installing memsafe-fix installs the plugin (``pytest11`` entry point
-``memsafe_fix.pytest_plugin``), and pytest loads it automatically; ``-p
-memsafe_fix.pytest_plugin`` loads it when plugin autoloading is off, and ``-p
-no:memsafe_fix.pytest_plugin`` keeps it out. It does nothing until one of its options is given,
-and importing it imports only the standard library. Under pytest-xdist every worker measures
-itself and hands its numbers to the controller when it finishes.
+The distribution pytest-memsafe (a dependency of memsafe-fix, and needing nothing but pytest)
+installs the plugin as the ``pytest11`` entry point ``memsafe``, and pytest loads it
+automatically; ``-p memsafe`` loads it when plugin autoloading is off, and ``-p no:memsafe``
+keeps it out. Its memory options do nothing until given, and importing it imports only pytest
+and the standard library. Under pytest-xdist every worker measures itself and hands its numbers
+to the controller when it finishes.
+
+Grouping
+--------
+pytest-xdist's ``--dist loadgroup`` sends the tests of one ``xdist_group`` to one worker: each
+worker appends ``@<group>`` to the node ids of grouped tests (by setting ``item._nodeid``), and
+the controller schedules by that suffix. pytest 9.2 builds ``item.nodeid`` from the structured
+``item.id`` and no longer reads ``_nodeid``, so with pytest-xdist 3.8 the suffix is lost and
+the groups are spread over the workers (pytest-xdist issue #1386). In a worker under
+``--dist loadgroup``, after pytest-xdist's own collection hook, the plugin looks for exactly
+that: a test with an ``xdist_group`` mark whose ``_nodeid`` holds an id its ``nodeid`` does not
+show. It gives such tests the id pytest-xdist wrote, as the structured id pytest's ``NodeId``
+parses it from that string, and the groups hold again. Where pytest-xdist's ids arrive (pytest
+before 9.2, or a pytest-xdist that sets the structured id), it changes nothing. The controller
+prints one header line when the installed pair is pytest 9.2 or newer with pytest-xdist 3.8.0
+or older.
+
+With ``-n`` and no ``--dist`` (nor ``-d``), the plugin picks ``--dist loadgroup`` instead of
+pytest-xdist's ``load``, which ignores ``xdist_group``, and says so in the header: ``addopts``
+then needs no ``--dist``, which turns pytest-benchmark off in every run, even without ``-n``.
+Give ``--dist load`` to opt out.
 
 Options
 -------
@@ -94,6 +115,7 @@ import json
 import os
 import re
 import sys
+from importlib import metadata
 from typing import Any, Callable, NamedTuple
 
 import pytest
@@ -418,3 +440,71 @@ def _merge(source: str, summaries: list[dict[str, Any]]) -> dict[str, Any]:
         "processes": [{key: value for key, value in summary.items() if key != "top_tests"} for summary in summaries],
         "top_tests": heapq.nlargest(TOP_TESTS, top_tests, key=lambda test: test["rss_growth"]),
     }
+
+
+# --- xdist_group grouping -------------------------------------------------------------------
+
+# The last pytest-xdist that tags grouped tests only through ``item._nodeid`` (issue #1386).
+LAST_XDIST_WITHOUT_STRUCTURED_IDS = (3, 8, 0)
+_PICKED_LOADGROUP = pytest.StashKey[bool]()
+
+
+def _release(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", version.split("+")[0])[:3])
+
+
+@pytest.hookimpl(wrapper=True)  # before pytest-xdist's own (tryfirst) hook turns -n into --dist load
+def pytest_cmdline_main(config: pytest.Config):
+    option = config.option
+    if hasattr(config, "workerinput"):
+        # Workers parse the command line again, without the controller's choice: pass it on.
+        if config.workerinput.get("memsafe_loadgroup"):
+            option.loadgroup = True
+    elif getattr(option, "numprocesses", None) and getattr(option, "dist", None) == "no" and not option.distload:
+        option.dist = "loadgroup"
+        config.stash[_PICKED_LOADGROUP] = True
+    return (yield)
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook, in the controller
+def pytest_configure_node(node: Any) -> None:
+    if node.config.stash.get(_PICKED_LOADGROUP, False):
+        node.workerinput["memsafe_loadgroup"] = True
+
+
+@pytest.hookimpl(wrapper=True)  # after every implementation, pytest-xdist's included
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]):
+    result = yield
+    if hasattr(config, "workerinput") and getattr(config.option, "loadgroup", False):
+        restore_group_ids(items)
+    return result
+
+
+def restore_group_ids(items: list[pytest.Item]) -> None:
+    """Give each grouped test the id pytest-xdist wrote for it (``<nodeid>@<group>``) where
+    ``item.nodeid`` does not show it, as a structured id parsed by pytest's ``NodeId``."""
+    for item in items:
+        written = getattr(item, "_nodeid", None)
+        if not isinstance(written, str) or not written.startswith(f"{item.nodeid}@"):
+            continue  # pytest-xdist's id arrived (or it wrote none)
+        structured = getattr(item, "id", None)
+        if item.get_closest_marker("xdist_group") is not None and hasattr(structured, "parse"):
+            item._id = type(structured).parse(written)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    lines = []
+    if config.stash.get(_PICKED_LOADGROUP, False):
+        lines.append("memsafe: -n without --dist: using --dist loadgroup, so xdist_group holds (--dist load opts out)")
+    distributing = config.getoption("dist", "no") == "loadgroup" and config.getoption("tx", None)
+    if distributing and not hasattr(config, "workerinput"):
+        try:
+            xdist = metadata.version("pytest-xdist")
+        except metadata.PackageNotFoundError:
+            return lines
+        if _release(pytest.__version__)[:2] >= (9, 2) and _release(xdist) <= LAST_XDIST_WITHOUT_STRUCTURED_IDS:
+            lines.append(
+                f"memsafe: pytest {pytest.__version__} drops the xdist_group ids pytest-xdist {xdist} sets; "
+                "the workers restore them (-p no:memsafe turns this off)"
+            )
+    return lines
