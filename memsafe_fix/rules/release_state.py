@@ -1,13 +1,12 @@
 """MSF006 release-state.
 
 ## What it does
-Makes the teardown of a pytest-style test class release the instance's state before
-`gc.collect()`: `self.__dict__.clear()` drops every attribute the test stored on `self` (in
+Makes the teardown of a pytest-style test class release the instance's state before its
+garbage collection: `self.__dict__.clear()` drops every attribute the test stored on `self` (in
 `setup_method`, the tests, helpers or function-scoped fixtures). The teardown MSF002 writes
-or extends gets the line; an existing teardown that already calls `gc.collect()` gets it
-inserted before that call. With MSF002 turned off (`ignore = ["MSF002"]`, for suites where a
-per-test `gc.collect()` costs too much), a class without a teardown gets one that only
-releases, calling the inherited teardown first.
+or extends gets the line; an existing teardown that already calls `gc.collect(...)` gets it
+inserted before that call. With MSF002 turned off (`ignore = ["MSF002"]`), a class without a
+teardown gets one that only releases, calling the inherited teardown first.
 
 Left alone: classes that store nothing on `self`, teardowns that already release state
 (`self.__dict__.clear()`, `vars(self).clear()`, or `del self.x` / `self.x = None` for every
@@ -29,7 +28,7 @@ class TestCheckout:
         self.client = MagicMock()
 
     def teardown_method(self):
-        gc.collect()
+        gc.collect(1)
 ```
 becomes
 ```python
@@ -39,18 +38,21 @@ class TestCheckout:
 
     def teardown_method(self):
         self.__dict__.clear()
-        gc.collect()
+        gc.collect(1)
 ```
 
 ## Fix safety
 Safe for the class's own code: pytest runs `teardown_method` after the teardowns of the
 function-scoped fixtures the test requested, and class-scoped fixtures run on another
-instance. Two things could still read `self` later, and both make the finding report-only: a
-subclass in the same file whose `teardown_method` uses `self` after calling
-`super().teardown_method(...)`, and a fixture in the test's module or a `conftest.py` that uses
+instance. Three things could still read `self` later, and each makes the finding report-only:
+a subclass in the same file whose `teardown_method` uses `self` after calling
+`super().teardown_method(...)`; a fixture in the test's module or a `conftest.py` that uses
 `request.instance` in its teardown (after its `yield`, or in a finalizer): autouse fixtures
-there are torn down after `teardown_method`. Setting `request.instance.x` before the `yield`
-is fine.
+there are torn down after `teardown_method` (setting `request.instance.x` before the `yield` is
+fine); and a test class nested in another test class whose `teardown_method` reads `self`:
+pytest runs the enclosing class's teardown fixture on the nested tests' instances too, so that
+teardown runs twice, the second time after the release. A teardown MSF002 writes reads nothing
+from `self` and is safe to run twice.
 """
 
 from __future__ import annotations
