@@ -184,6 +184,8 @@ def settings_toml(
             pytest_options.add(field.name, list(value))
         elif field.name == "per_file_ignores":
             memsafe.add(key, {pattern: list(codes) for pattern, codes in value})
+        elif value is None and key not in defaults:
+            memsafe.add(tomlkit.comment(f"{key}: not set"))  # TOML has no null
         else:
             memsafe.add(key, list(value) if isinstance(value, tuple) and value else defaults.get(key, value))
     document.add(tomlkit.nl())

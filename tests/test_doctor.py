@@ -563,7 +563,7 @@ def test_a_pyproject_above_the_current_folder_gets_no_new_pytest_table(cwd: Path
     result = invoke("--write", "tests/test_x.py")
     assert (cwd / "pyproject.toml").read_text() == XDIST_EXTRA
     (line,) = doctor_lines(result)
-    assert f"{cwd / 'pyproject.toml'}:1:1: MSF010 tests use" in line
+    assert f"{cwd / 'pyproject.toml'}:1:1: MSF010 MSF001 adds" in line
     assert "not fixed" in line and "[*]" not in line
     assert "xdist_group" in (cwd / "packages/foo/tests/test_x.py").read_text()  # the test file is fixed
 
