@@ -64,7 +64,6 @@ class Run:
     variant: str
     cpu: float
     wall: float
-    exit_code: int
     peaks: dict[str, Optional[int]]  # process name -> peak RSS in bytes
     outcomes: dict[str, str]  # test id -> outcome
     counts: str  # pytest's summary, e.g. "1648 passed, 169 skipped"
@@ -108,7 +107,6 @@ def run_pytest(root: Path, variant: str, python: str, pytest_args: list[str], re
         variant=variant,
         cpu=cpu,
         wall=wall,
-        exit_code=completed.returncode,
         peaks={p["name"]: p["peak_rss"] for p in workers},
         outcomes=junit_outcomes(junit),
         counts=summary[-1] if summary else f"exit {completed.returncode}",
@@ -181,17 +179,31 @@ def mib(size: Optional[int]) -> str:
     return "?" if size is None else f"{size / 1024**2:,.0f}"
 
 
+def unstable(runs: list[Run]) -> set[str]:
+    """Tests whose outcome is not the same in every original run: flaky, whatever was rewritten."""
+    originals = [run.outcomes for run in runs if run.variant == ORIGINAL]
+    tests = set().union(*originals)
+    return {t for t in tests if len({outcomes.get(t) for outcomes in originals}) > 1}
+
+
+def identical(run: Run, flaky: set[str]) -> str:
+    if not run.differs:
+        return "yes"
+    also_flaky = len(flaky.intersection(run.differs))
+    return f"no ({len(run.differs)} tests" + (f", {also_flaky} also vary between originals)" if also_flaky else ")")
+
+
 def table(runs: list[Run]) -> str:
+    flaky = unstable(runs)
     lines = [
         "| # | variant | CPU s | CPU ratio | wall s | peak RSS per worker, MiB | pytest | outcomes identical |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for number, run in enumerate(runs, 1):
         peaks = " / ".join(mib(peak) for peak in run.peaks.values())
-        identical = "yes" if not run.differs else f"no ({len(run.differs)} tests)"
         lines.append(
             f"| {number} | {run.variant} | {run.cpu:.1f} | {run.ratio:.2f}x | {run.wall:.1f} | {peaks} "
-            f"| {run.counts} | {identical} |"
+            f"| {run.counts} | {identical(run, flaky)} |"
         )
     return "\n".join(lines)
 
@@ -250,7 +262,10 @@ def main() -> None:
     for number, run in enumerate(runs, 1):
         if run.differs:
             shown = ", ".join(f"`{t}` {runs[0].outcomes.get(t)} -> {run.outcomes.get(t)}" for t in run.differs[:10])
-            print(f"- run {number} ({run.variant}) differs from run 1: {shown}" + (" ..." if len(run.differs) > 10 else ""))
+            print(
+                f"- run {number} ({run.variant}) differs from run 1: {shown}"
+                + (" ..." if len(run.differs) > 10 else "")
+            )
     if args.out is None:
         print(f"\ncopies and reports in {out}", file=sys.stderr)
 
