@@ -23,6 +23,9 @@ else:  # pragma: no cover - exercised on Python < 3.11 only
 SCOPES = ("mock-using", "all")
 GROUP_NAMES = ("class", "module", "module-class")
 FUNCTION_GC = ("inline", "fixture", "off")
+# The collection the teardowns call: "young" collects generations 0 and 1 (`gc.collect(1)`),
+# "full" every generation (`gc.collect()`, the seed pattern's literal call). See MSF002's docs.
+TEARDOWN_GC = ("young", "full")
 DEFAULT_SKIP_REASON = "timing is unreliable on pytest-xdist workers; run without -n"
 
 
@@ -50,6 +53,7 @@ class Settings:
     performance_markers: tuple[str, ...] = ("performance",)
     skip_reason: str = DEFAULT_SKIP_REASON
     function_gc: str = "inline"
+    teardown_gc: str = "young"
     select: Optional[tuple[str, ...]] = None
     ignore: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
@@ -99,7 +103,7 @@ class Settings:
 
 
 PYTEST_COLLECTION_OPTIONS = ("python_files", "python_classes", "python_functions")
-_CHOICES = {"scope": SCOPES, "group-name": GROUP_NAMES, "function-gc": FUNCTION_GC}
+_CHOICES = {"scope": SCOPES, "group-name": GROUP_NAMES, "function-gc": FUNCTION_GC, "teardown-gc": TEARDOWN_GC}
 _LIST_KEYS = (
     "performance-markers", "select", "ignore", "exclude", "extend-exclude", "include", "source-roots",
     "mock-factories", "async-decorators",

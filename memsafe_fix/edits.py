@@ -24,8 +24,8 @@ class InsertDecorator:
 @dataclass(frozen=True)
 class AppendStatements:
     """Append statements to the end of a function body (before a trailing ``return``, and
-    before a trailing call whose code is ``before``); a body that is only ``pass`` or ``...``
-    is replaced."""
+    before a trailing call of ``before``, such as ``gc.collect``); a body that is only ``pass``
+    or ``...`` is replaced."""
 
     target: int
     code: str

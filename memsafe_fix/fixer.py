@@ -309,7 +309,8 @@ def _append_statements(suite: cst.BaseSuite, code: str, before: Optional[str] = 
         position -= 1
     previous = body[position - 1] if position > 0 else None
     if before is not None and isinstance(previous, cst.SimpleStatementLine) and len(previous.body) == 1:
-        if "".join(cst.Module([]).code_for_node(previous.body[0]).split()) == "".join(before.split()):
+        call = previous.body[0].value if isinstance(previous.body[0], cst.Expr) else None
+        if isinstance(call, cst.Call) and "".join(cst.Module([]).code_for_node(call.func).split()) == before:
             position -= 1  # the comments above the call stay with it
     body[position:position] = new
     return block.with_changes(body=body)

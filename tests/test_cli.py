@@ -102,7 +102,7 @@ def test_write_then_second_run_changes_nothing(project: Path) -> None:
     result = invoke("--write", "tests")
     assert result.exit_code == 0
     assert "Fixed 2 findings in 1 file; 0 remaining without a safe fix." in result.everything
-    assert "gc.collect()" in (project / "tests" / "test_a.py").read_text()
+    assert "gc.collect(1)" in (project / "tests" / "test_a.py").read_text()
     again = invoke("--diff", "tests")
     assert (again.exit_code, again.stdout, again.stderr) == (0, "", "")
 
@@ -125,7 +125,7 @@ def test_syntax_error_reported_file_untouched_others_processed(project: Path) ->
     assert len(errors) == 1 and errors[0].startswith("tests/test_broken.py:2:")
     assert "Traceback" not in result.everything
     assert (project / "tests" / "test_broken.py").read_bytes() == broken
-    assert "gc.collect()" in (project / "tests" / "test_ok.py").read_text()
+    assert "gc.collect(1)" in (project / "tests" / "test_ok.py").read_text()
 
 
 def test_future_import_error_in_input_is_a_syntax_error(project: Path) -> None:
@@ -144,7 +144,7 @@ def test_unreadable_file_and_missing_path(project: Path) -> None:
     assert result.exit_code == 2
     assert "tests/test_dangling.py:1:1: error: cannot read file" in result.everything
     assert "missing_dir:1:1: error: no such file or directory" in result.everything
-    assert "gc.collect()" in (project / "tests" / "test_ok.py").read_text()
+    assert "gc.collect(1)" in (project / "tests" / "test_ok.py").read_text()
 
 
 def test_internal_error_leaves_file_untouched(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -273,7 +273,7 @@ def test_bases_imported_from_project_modules_are_resolved(project: Path) -> None
     )
     result = invoke("--diff", "tests/test_a.py")
     assert "+    def teardown_method(self, method):\n+        super().teardown_method(method)\n" in result.stdout
-    assert result.stdout.count("def teardown_method(self):\n+        gc.collect()") == 1
+    assert result.stdout.count("def teardown_method(self):\n+        gc.collect(1)") == 1
     # --diff shows only diffs, as ruff's does; what has no fix is for --check to list.
     assert "cannot tell whether base" not in result.everything
     assert "cannot tell whether base `ThirdParty` of `TestThirdParty`" in invoke("--check", "tests/test_a.py").stdout
@@ -300,7 +300,7 @@ def test_bases_resolve_from_the_package_base_without_project_markers(tmp_path: P
     )
     monkeypatch.chdir(tmp_path)
     result = invoke("--diff", "lib")
-    assert "+    def tearDown(self):\n+        super().tearDown()\n+        gc.collect()" in result.stdout
+    assert "+    def tearDown(self):\n+        super().tearDown()\n+        gc.collect(1)" in result.stdout
 
 
 def test_write_through_a_symlink_keeps_the_link(project: Path) -> None:
@@ -310,7 +310,7 @@ def test_write_through_a_symlink_keeps_the_link(project: Path) -> None:
     link.symlink_to(real)
     assert invoke("--write", "tests").exit_code == 0
     assert link.is_symlink()
-    assert "gc.collect()" in real.read_text()
+    assert "gc.collect(1)" in real.read_text()
 
 
 def test_output_formats_statistics_quiet_and_exit_zero(project: Path) -> None:
@@ -366,7 +366,7 @@ def test_stdin_for_editors(tmp_path: Path) -> None:
         )
 
     fixed = run("--write")
-    assert fixed.returncode == 0 and "gc.collect()" in fixed.stdout
+    assert fixed.returncode == 0 and "gc.collect(1)" in fixed.stdout
     compile(fixed.stdout, "test_x.py", "exec")
     assert run("--write", source=fixed.stdout).stdout == fixed.stdout  # stable, printed unchanged
     checked = run("--check")

@@ -75,6 +75,18 @@ TRICKY_SUITE = {
                 def test_nested_plain(self):
                     assert True
 
+            class TestNestedTeardownReadsSelf:
+                """Its teardown runs twice: once for this class, once for the enclosing one."""
+
+                def setup_method(self):
+                    self.client = MagicMock()
+
+                def teardown_method(self):
+                    self.client.reset_mock()
+
+                def test_nested_client(self):
+                    assert self.client() is not None
+
 
         class Base:
             def teardown_method(self, method):

@@ -42,7 +42,7 @@ def test_autofix_hook_fixes_then_passes_and_check_hook_agrees(tmp_path: Path) ->
 
     first = try_repo(repo, "memsafe-fix", home)
     assert first.returncode == 1, first.stdout + first.stderr  # pre-commit fails when files change
-    assert "gc.collect()" in (repo / "tests" / "test_a.py").read_text()
+    assert "gc.collect(1)" in (repo / "tests" / "test_a.py").read_text()
     assert (repo / "helpers.py").read_text() == MOCK_CLASS
 
     git(repo, "add", ".")

@@ -44,13 +44,16 @@ class Def:
         return isinstance(self.node, ast.ClassDef)
 
     @property
-    def in_function(self) -> bool:
+    def ancestors(self) -> Iterator["Def"]:
+        """The enclosing definitions, innermost first."""
         parent = self.parent
         while parent is not None:
-            if not parent.is_class:
-                return True
+            yield parent
             parent = parent.parent
-        return False
+
+    @property
+    def in_function(self) -> bool:
+        return any(not parent.is_class for parent in self.ancestors)
 
     def methods(self) -> dict[str, "Def"]:
         """Functions defined in this class body (the last definition of a name wins)."""

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 # black's default; new code is wrapped to fit it.
 MAX_LINE_LENGTH = 88
+GC_COLLECT = "gc.collect"
 
 
 class Context:
@@ -68,6 +69,13 @@ class Context:
             if local is not None:
                 return ".".join([local, *parts[cut:]]), ()
         return dotted, (parts[0],)
+
+    def collect_call(self) -> tuple[str, tuple[str, ...]]:
+        """The collection that teardowns and function tests get, as set by ``teardown-gc``:
+        ``gc.collect(1)`` (young generations), or the seed pattern's full ``gc.collect()``;
+        spelled the way this file imports ``gc``, and the imports that needs."""
+        collect, imports = self.spell(GC_COLLECT)
+        return f"{collect}({'' if self.settings.teardown_gc == 'full' else 1})", imports
 
     def calls(self, node: ast.AST, dotted: str, module: Optional[ModuleAnalysis] = None) -> bool:
         """Whether ``node`` (from ``module``, default this file) contains a call of ``dotted``

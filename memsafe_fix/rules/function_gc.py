@@ -46,7 +46,7 @@ from typing import Iterator
 from memsafe_fix.analysis.collection import has_own_yield, is_fixture, is_test_function
 from memsafe_fix.analysis.module import Def
 from memsafe_fix.edits import AppendStatements, Finding, Fix, InsertModuleStatement
-from memsafe_fix.rules.base import Context, Rule
+from memsafe_fix.rules.base import GC_COLLECT, Context, Rule
 
 GC_FIXTURE_NAME = "_memsafe_gc_collect"
 
@@ -61,7 +61,7 @@ class FunctionGc(Rule):
     invalid = (
         (
             "from unittest.mock import MagicMock\n\n\ndef test_a():\n    MagicMock()\n",
-            "import gc\nfrom unittest.mock import MagicMock\n\n\ndef test_a():\n    MagicMock()\n    gc.collect()\n",
+            "import gc\nfrom unittest.mock import MagicMock\n\n\ndef test_a():\n    MagicMock()\n    gc.collect(1)\n",
         ),
     )
 
@@ -72,11 +72,11 @@ class FunctionGc(Rule):
         targets = [d for d in context.module.top_level if self._needs_collect(context, d)]
         if not targets:
             return
-        collect, gc_imports = context.spell("gc.collect")
+        collect, gc_imports = context.collect_call()
         if mode == "inline":
             for func in targets:
                 kind = "fixture" if is_fixture(func, context.module) else "test"
-                fix = Fix((AppendStatements(func.index, f"{collect}()\n"),), gc_imports)
+                fix = Fix((AppendStatements(func.index, f"{collect}\n"),), gc_imports)
                 yield context.finding(
                     self.code, func.node, f"{kind} `{func.name}` uses mocks but does not call `gc.collect()`", fix
                 )
@@ -84,7 +84,7 @@ class FunctionGc(Rule):
         if any(self._is_gc_fixture(context, d) for d in context.module.top_level):
             return
         fixture, pytest_imports = context.spell("pytest.fixture")
-        code = f"@{fixture}(autouse=True)\ndef {GC_FIXTURE_NAME}():\n    yield\n    {collect}()\n"
+        code = f"@{fixture}(autouse=True)\ndef {GC_FIXTURE_NAME}():\n    yield\n    {collect}\n"
         fix = Fix((InsertModuleStatement(code),), tuple(dict.fromkeys(gc_imports + pytest_imports)))
         message = f"module has tests that use mocks (first: `{targets[0].name}`) but no autouse fixture calling `gc.collect()`"
         yield context.finding(self.code, targets[0].node, message, fix)
@@ -97,14 +97,14 @@ class FunctionGc(Rule):
         return (
             (is_test or yield_fixture)
             and context.mocks.uses_mocks(func.node)
-            and not context.calls(func.node, "gc.collect")
+            and not context.calls(func.node, GC_COLLECT)
         )
 
     def _is_gc_fixture(self, context: Context, func: Def) -> bool:
         return (
             not func.is_class
             and is_fixture(func, context.module)
-            and context.calls(func.node, "gc.collect")
+            and context.calls(func.node, GC_COLLECT)
             and (
                 func.name == GC_FIXTURE_NAME
                 or "autouse" in {k.arg for d in func.node.decorator_list for k in getattr(d, "keywords", ())}

@@ -52,11 +52,9 @@ from typing import Iterator, Optional
 from memsafe_fix.analysis.collection import resolve_bases
 from memsafe_fix.analysis.module import Def
 from memsafe_fix.edits import AppendStatements, Finding, Fix
-from memsafe_fix.rules.base import Context, Rule
+from memsafe_fix.rules.base import GC_COLLECT, Context, Rule
 from memsafe_fix.rules.release_state import RELEASE, ReleaseState, needs_release, release_blocker
 from memsafe_fix.rules.teardown import new_teardown
-
-GC_COLLECT = "gc.collect"
 
 
 class GcTeardown(Rule):
@@ -70,7 +68,7 @@ class GcTeardown(Rule):
         (
             "from unittest.mock import MagicMock\n\n\nclass TestA:\n    def test_a(self):\n        MagicMock()\n",
             "import gc\nfrom unittest.mock import MagicMock\n\n\nclass TestA:\n"
-            "    def teardown_method(self):\n        gc.collect()\n\n    def test_a(self):\n        MagicMock()\n",
+            "    def teardown_method(self):\n        gc.collect(1)\n\n    def test_a(self):\n        MagicMock()\n",
         ),
     )
 
@@ -85,7 +83,7 @@ class GcTeardown(Rule):
             bases = resolve_bases(cls, context.module)
             inherited = next((b.methods()[name] for b in bases.known if name in b.methods()), None)
             # pytest runs an enclosing class's teardown_method on nested tests' instances.
-            enclosing_teardown = any(p.index in with_teardown for p in _ancestors(cls))
+            enclosing_teardown = any(p.index in with_teardown for p in cls.ancestors)
             orphaned = enclosing_teardown and not unittest and own is None and inherited is None
             wanted = context.needs_pattern(cls) or orphaned
             # A same-module base that memsafe-fix gives a collecting teardown covers this class.
@@ -148,7 +146,7 @@ class GcTeardown(Rule):
         unittest: bool,
         orphaned: bool,
     ) -> Finding:
-        collect, imports = context.spell(GC_COLLECT)
+        collect, imports = context.collect_call()
         # MSF006: the teardown written here also releases what the tests keep on ``self``.
         release = f"{RELEASE}\n" if self._releases(context, cls, unittest) else ""
         if own is not None:
@@ -156,7 +154,7 @@ class GcTeardown(Rule):
                 message = f"`async def {name}` of `{cls.name}` is never awaited by pytest; make it a plain `def`"
                 return context.finding(self.code, own.node, message)
             self._plan_release(context, cls, release)
-            fix = Fix((AppendStatements(own.index, f"{release}{collect}()\n"),), imports)
+            fix = Fix((AppendStatements(own.index, f"{release}{collect}\n"),), imports)
             return context.finding(self.code, own.node, f"`{name}` of `{cls.name}` does not call `gc.collect()`", fix)
         if unknown_bases and not unittest and inherited is None:
             message = (
@@ -166,7 +164,7 @@ class GcTeardown(Rule):
             return context.finding(self.code, cls.node, message)
         self._plan_release(context, cls, release)
         statements = [RELEASE] if release else []
-        fix = Fix((new_teardown(cls, inherited, [*statements, f"{collect}()"], unittest),), imports)
+        fix = Fix((new_teardown(cls, inherited, [*statements, collect], unittest),), imports)
         if orphaned and not context.needs_pattern(cls):
             message = (
                 f"nested test class `{cls.name}` needs its own `teardown_method`: pytest runs the "
@@ -188,10 +186,3 @@ def _assigned(cls: Def, name: str) -> bool:
         )
         for stmt in cls.node.body
     )
-
-
-def _ancestors(cls: Def) -> Iterator[Def]:
-    parent = cls.parent
-    while parent is not None:
-        yield parent
-        parent = parent.parent

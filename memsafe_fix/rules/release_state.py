@@ -63,7 +63,7 @@ from memsafe_fix.analysis.collection import resolve_bases
 from memsafe_fix.analysis.module import Def, ModuleAnalysis
 from memsafe_fix.analysis.project import conftests
 from memsafe_fix.edits import AppendStatements, Finding, Fix
-from memsafe_fix.rules.base import Context, Rule
+from memsafe_fix.rules.base import GC_COLLECT, Context, Rule
 from memsafe_fix.rules.teardown import TEARDOWN, new_teardown
 
 RELEASE = "self.__dict__.clear()"
@@ -175,10 +175,31 @@ def needs_release(cls: Def, context: Context) -> bool:
     return not any(releases_state(t, attributes) for t in teardowns)
 
 
+def _reads_self(teardown: Def) -> bool:
+    """The teardown uses an attribute of ``self`` (its own release, ``self.__dict__``, aside)."""
+    return any(_self_attribute(n) not in (None, "__dict__") for n in ast.walk(teardown.node))
+
+
+def _runs_twice_reading_self(cls: Def, context: Context) -> Optional[str]:
+    """The enclosing test class, when this nested class's teardown reads ``self``: pytest runs
+    an enclosing class's ``teardown_method`` fixture on the nested tests' instances too, so the
+    nested class's teardown runs a second time, after the release emptied ``self``."""
+    enclosing = next((p for p in cls.ancestors if p in context.test_classes and not context.is_unittest(p)), None)
+    if enclosing is None:
+        return None
+    teardowns = [
+        c.methods()[TEARDOWN] for c in [cls, *resolve_bases(cls, context.module).known] if TEARDOWN in c.methods()
+    ]
+    return enclosing.name if any(_reads_self(t) for t in teardowns) else None
+
+
 def release_blocker(cls: Def, context: Context) -> Optional[str]:
     """Why releasing this class's state is not safe to do automatically, if it is not."""
     if _uses_self_after_super(cls, context.module):
         return "a subclass's `teardown_method` uses `self` after calling this one"
+    enclosing = _runs_twice_reading_self(cls, context)
+    if enclosing is not None:
+        return f"its `teardown_method` reads `self` and pytest runs it twice, once more for `{enclosing}`"
     late = _reads_instance_late(context.module)
     if late is not None:
         return f"a fixture in `{late}` uses `request.instance` in its teardown, after `teardown_method`"
@@ -219,8 +240,8 @@ class ReleaseState(Rule):
                 yield context.finding(self.code, cls.node, message, Fix(()))
             elif TEARDOWN in cls.methods():
                 own = cls.methods()[TEARDOWN]
-                collect, _ = context.spell("gc.collect")
-                fix = Fix((AppendStatements(own.index, f"{RELEASE}\n", before=f"{collect}()"),))
+                collect, _ = context.spell(GC_COLLECT)
+                fix = Fix((AppendStatements(own.index, f"{RELEASE}\n", before=collect),))
                 context.releasing.add(cls.index)
                 yield context.finding(self.code, own.node, message, fix)
             else:
