@@ -252,7 +252,9 @@ def main() -> None:
     for index, variant in enumerate(order):
         print(f"running {index + 1}/{len(order)}: {variant} ...", file=sys.stderr, flush=True)
         runs.append(run_pytest(out / variant, variant, python, pytest_args, reports, index))
-        print(f"  {runs[-1].cpu:.1f} s CPU, {runs[-1].wall:.1f} s wall, {runs[-1].counts}", file=sys.stderr)
+        run = runs[-1]
+        peaks = " / ".join(mib(peak) for peak in run.peaks.values())
+        print(f"  {run.cpu:.1f} s CPU, {run.wall:.1f} s wall, {peaks} MiB, {run.counts}", file=sys.stderr)
     compare(runs)
 
     print(header + "\n")
