@@ -86,7 +86,7 @@ def rewrite(root: Path, tool: Path, settings: str, paths: list[str]) -> str:
         # Exit 2 also means a file it could not parse: that file is untouched, the rest rewritten.
         errors = [line for line in lines if "error" in line][:5]
         print(f"memsafe-fix exited {completed.returncode}:\n" + "\n".join(errors), file=sys.stderr)
-    return (lines[-1] if lines else "") + (f" (exit {completed.returncode})" if completed.returncode else "")
+    return (lines[-1] if lines else "") + (f" (exit {completed.returncode})" if completed.returncode > 1 else "")
 
 
 def run_pytest(root: Path, variant: str, python: str, pytest_args: list[str], reports: Path, index: int) -> Run:
