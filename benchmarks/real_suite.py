@@ -55,7 +55,9 @@ REPO = Path(__file__).resolve().parent.parent
 ORIGINAL, DEFAULT = "original", "default"
 # Not copied: version control, virtual environments and caches (large, and not the suite).
 NOT_COPIED = (".git", ".venv", ".tox", ".nox", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache")
-XDIST_GROUP_SUFFIX = re.compile(r"@[\w.\-]+$")  # after a parametrized test's "]", never inside it
+# "@group" after the name or a parametrized test's "]", never inside the brackets; pytest 9.2's
+# junitxml, given an id whose group pytest-memsafe restored, writes "test[1]@group]".
+XDIST_GROUP_SUFFIX = re.compile(r"(?<=\])@[\w.\-]+\]$|@[\w.\-]+$")
 CONFIG_NAME = "memsafe-fix-variant.toml"  # not pyproject.toml: pytest must not take it as its rootdir config
 
 
