@@ -168,11 +168,11 @@ def write_atomically(path: Path, data: bytes) -> None:
     A file with more than one hard link is instead rewritten in place from the verified copy,
     so that every link sees the change (the copy is renamed over it if that write fails). A
     symlink is written through: its target changes, the link stays a link. Raises
-    ``PermissionError`` for a read-only file, as black and ruff do (even for root, who could
-    write it: someone made it read-only)."""
+    ``PermissionError`` for a file this process may not write, as black and ruff do (the
+    rename would otherwise replace a read-only file; root may write any file, as with them)."""
     path = path.resolve()
     status = path.stat()
-    if not os.access(path, os.W_OK) or not status.st_mode & 0o222:
+    if not os.access(path, os.W_OK):
         raise PermissionError(errno.EACCES, "the file is read-only")
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".memsafe-tmp")
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -158,3 +159,23 @@ def test_unreadable_folders_are_reported(unprivileged: tuple[Path, list[str]], m
         assert completed.returncode == 2, completed.stderr
         assert completed.stderr == "tests/sub:1:1: error: cannot read folder: Permission denied\n"
         assert "tests/test_ok.py:4:1: MSF001" in completed.stdout
+
+
+def test_read_only_file_is_refused_with_one_line_and_others_are_written(unprivileged: tuple[Path, list[str]]) -> None:
+    folder, prefix = unprivileged
+    (folder / "tests").mkdir()
+    read_only = folder / "tests" / "test_a.py"
+    read_only.write_text(MOCK_CLASS)
+    (folder / "tests" / "test_b.py").write_text(MOCK_CLASS)
+    for path in (folder, folder / "tests"):
+        path.chmod(0o777)  # `nobody` may write the folder and test_b.py, not test_a.py
+    (folder / "tests" / "test_b.py").chmod(0o666)
+    read_only.chmod(0o444)
+    completed = subprocess.run([*prefix, *COMMAND, "--write", "tests"], capture_output=True, text=True, cwd=folder)
+    assert completed.returncode == 2, completed.stderr
+    assert completed.stderr.strip().splitlines() == [
+        "tests/test_a.py:1:1: error: cannot write file: the file is read-only"
+    ]
+    assert read_only.read_text() == MOCK_CLASS
+    assert stat.S_IMODE(read_only.stat().st_mode) == 0o444
+    assert "gc.collect(1)" in (folder / "tests" / "test_b.py").read_text()

@@ -325,21 +325,6 @@ def test_symlink_to_a_file_outside_the_given_folder_is_skipped(project: Path) ->
     assert "gc.collect(1)" in (project / "tests" / "test_inside.py").read_text()
 
 
-def test_read_only_file_is_refused_with_one_line_and_others_are_written(project: Path) -> None:
-    read_only = project / "tests" / "test_a.py"
-    read_only.write_text(MOCK_CLASS)
-    read_only.chmod(0o444)
-    (project / "tests" / "test_b.py").write_text(MOCK_CLASS)
-    result = invoke("--write", "tests")
-    assert result.exit_code == 2
-    assert result.stderr.strip().splitlines() == [
-        "tests/test_a.py:1:1: error: cannot write file: the file is read-only"
-    ]
-    assert read_only.read_text() == MOCK_CLASS
-    assert stat.S_IMODE(read_only.stat().st_mode) == 0o444
-    assert "gc.collect(1)" in (project / "tests" / "test_b.py").read_text()
-
-
 def test_write_keeps_hard_links_linked(project: Path) -> None:
     target = project / "tests" / "test_a.py"
     target.write_text(MOCK_CLASS)
