@@ -227,6 +227,17 @@ def test_version_and_module_entry_point(project: Path) -> None:
     assert completed.stdout.strip() == f"memsafe-fix {__version__}"
 
 
+@pytest.mark.parametrize("flag", ["--version", "-V"])
+def test_version_imports_nothing_heavy(flag: str) -> None:
+    code = (
+        f"import sys; sys.argv[1:] = [{flag!r}]; from memsafe_fix.entry import main; main(); "
+        "print(sorted(name for name in ('libcst', 'typer', 'click', 'rich', 'tomlkit', 'memsafe_fix.cli')"
+        " if name in sys.modules))"
+    )
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert completed.stdout.splitlines() == [f"memsafe-fix {__version__}", "[]"]
+
+
 def test_console_script_subprocess(project: Path) -> None:
     (project / "tests" / "test_a.py").write_text(MOCK_CLASS)
     script = Path(sys.executable).with_name("memsafe-fix")
