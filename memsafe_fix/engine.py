@@ -8,6 +8,7 @@ import gc
 import io
 import multiprocessing
 import os
+import re
 import shutil
 import signal
 import tempfile
@@ -89,6 +90,26 @@ class Job:
     verbose: bool = False
     # Class name -> ``xdist_group`` name where other files of the run share the default one.
     group_names: Optional[dict[str, str]] = None
+
+
+# A test class nested in another (or defined under ``if``/``try``): MSF002 gives it a teardown
+# when an enclosing class has one, which may be inherited from an imported base.
+_INDENTED_CLASS = re.compile(r"^[ \t\f]+class\b", re.MULTILINE)
+
+
+def could_have_findings(source: str, settings: Settings, module_name: str) -> bool:
+    """False when no rule can report anything in ``source`` and it uses no ``pytest.mark``, so
+    it need not be analysed. Without ``scope = "all"`` every rule acts only on code that uses
+    mocks (every mock module, mock class and ``mocker`` fixture has "mock" in its name), a
+    ``mock-factories`` callable, a ``pytest.mark`` (performance markers, ``xdist_group``, the
+    markers the project-level rules count), or a nested class (an inherited teardown). A
+    conftest is always parsed for the markers it registers; a non-ASCII file too, since Python
+    folds identifiers such as ``ｍock`` to ``mock``."""
+    if settings.scope == "all" or module_name == "conftest" or not source.isascii():
+        return True
+    lowered = source.lower()
+    tokens = ("mock", "mark", *(name.rsplit(".", 1)[-1].lower() for name in settings.mock_factories))
+    return any(token in lowered for token in tokens) or _INDENTED_CLASS.search(source) is not None
 
 
 def check_source(source: str, settings: Settings, module_name: str, path: Optional[Path] = None) -> list[Finding]:
@@ -238,6 +259,10 @@ def _process(job: Job, data: Optional[bytes]) -> FileResult:
         return result
     module_name = job.path.stem
     try:
+        if not from_stdin and not could_have_findings(source, job.settings, module_name):
+            # Clean, but a syntax error is still reported: the parse is a fifth of the analysis.
+            ast.parse(source, str(job.path))
+            return result
         module = ModuleAnalysis(source, job.settings, module_name, job.path)
         result.markers = used_markers(module)
         if module_name == "conftest":
