@@ -38,9 +38,7 @@ CLEAN = textwrap.dedent(
 )
 
 
-def _findings_and_markers(
-    source: str, path: Path, settings: Settings, prefilter: bool
-) -> tuple[list, frozenset[str]]:
+def _findings_and_markers(source: str, path: Path, settings: Settings, prefilter: bool) -> tuple[list, frozenset[str]]:
     name = path.stem if path.stem == "conftest" else f"test_{path.parent.name}"
     if prefilter and not could_have_findings(source, settings, name):
         return [], frozenset()  # what the engine reports for the file: clean, no markers
