@@ -318,13 +318,14 @@ def _note_added_markers(result: FileResult) -> None:
         result.markers |= result.added_markers
 
 
-def run(jobs: list[Job]) -> Iterator[FileResult]:
-    """Results in the order of ``jobs``; files are processed in parallel when there are many.
+def run(jobs: list[Job], workers: Optional[int] = None) -> Iterator[FileResult]:
+    """Results in the order of ``jobs``; files are processed in parallel by ``workers``
+    processes (default: one per core) when there are many, in this process with 1.
     Closing the iterator early (an interrupt, SIGTERM) cancels the run: no file is written
     after that, and the workers exit."""
     shared = shared_group_names([(job.path, job.settings) for job in jobs])
     jobs = [replace(job, group_names=shared[job.path]) if job.path in shared else job for job in jobs]
-    workers = os.cpu_count() or 1
+    workers = workers or os.cpu_count() or 1
     if len(jobs) < PARALLEL_THRESHOLD or workers == 1:
         yield from map(process, jobs)
         return
