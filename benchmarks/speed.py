@@ -2,8 +2,8 @@
 
     .venv/bin/python benchmarks/speed.py [--files 400]
 
-Prints wall-clock seconds for `--check` and `--diff` over clean and over mock-heavy files, and
-the cost of a bare `ast.parse` and `libcst.parse_module` of one file for comparison.
+Prints wall-clock seconds for `--check` and `--diff` over plain files (no mock or marker: not
+analysed), clean files with markers, and mock-heavy files, and the cost of a bare `ast.parse` and `libcst.parse_module` of one file for comparison.
 """
 
 from __future__ import annotations
@@ -26,6 +26,18 @@ class TestMath{i}:
     @pytest.mark.parametrize("n", range(5))
     def test_square(self, n):
         assert n * n >= 0
+
+    def test_sum(self):
+        assert sum(range({i})) >= 0
+"""
+# No mock, marker or nested class: the engine's pre-filter skips the analysis (only ast.parse).
+PLAIN = """\
+import os
+
+
+class TestPaths{i}:
+    def test_join(self):
+        assert os.path.join("a", "{i}") == "a/{i}"
 
     def test_sum(self):
         assert sum(range({i})) >= 0
@@ -75,12 +87,12 @@ def main() -> None:
     tool = [sys.executable, "-m", "memsafe_fix"]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        for kind, template in (("clean", CLEAN), ("dirty", DIRTY)):
+        for kind, template in (("plain", PLAIN), ("clean", CLEAN), ("dirty", DIRTY)):
             (root / kind).mkdir()
             for i in range(files):
                 (root / kind / f"test_{i:05}.py").write_text(template.format(i=i))
         print(f"{files} files each; wall-clock seconds (including interpreter start-up)")
-        for kind in ("clean", "dirty"):
+        for kind in ("plain", "clean", "dirty"):
             for mode in ("--check", "--diff"):
                 print(f"  {kind:5} {mode:8} {timed([*tool, mode, kind], root):6.2f}")
         source = DIRTY.format(i=1)

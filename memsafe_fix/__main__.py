@@ -1,3 +1,3 @@
-from memsafe_fix.cli import main
+from memsafe_fix.entry import main
 
 main()

@@ -77,6 +77,7 @@ class Output:
     color: bool
     verbose: bool
     unsafe_fixes: bool
+    jobs: Optional[int]
 
 
 app = typer.Typer(add_completion=False, context_settings={"help_option_names": ["-h", "--help"]})
@@ -163,6 +164,9 @@ def memsafe_fix(
         "-v",
         help="Show tracebacks for internal errors and the patch targets MSF004 cannot resolve.",
     ),
+    jobs: Optional[int] = typer.Option(
+        None, "--jobs", "-j", min=1, help="Worker processes (default: one per core); 1 checks in this process."
+    ),
     version: bool = typer.Option(
         False, "--version", "-V", callback=_version, is_eager=True, help="Show the version and exit."
     ),
@@ -186,7 +190,16 @@ def memsafe_fix(
     try:
         colored = color is Color.ALWAYS or (color is Color.AUTO and sys.stdout.isatty())
         options = Output(
-            output_format, show_statistics, show_fixes, quiet, exit_zero, force_exclude, colored, verbose, unsafe_fixes
+            output_format,
+            show_statistics,
+            show_fixes,
+            quiet,
+            exit_zero,
+            force_exclude,
+            colored,
+            verbose,
+            unsafe_fixes,
+            jobs,
         )
         source = ConfigSource(
             config.resolve() if config else None,
@@ -282,7 +295,7 @@ def _run(paths: list[Path], mode: Mode, source: ConfigSource, options: "Output")
             reported.extend((result.display, f) for f in result.findings if mode is Mode.CHECK or not f.fixable)
 
     # Closed however the loop ends (an interrupt, SIGTERM): that cancels the files not yet done.
-    with closing(run(jobs)) as results:
+    with closing(run(jobs, options.jobs)) as results:
         for job, result in zip(jobs, with_progress(results, len(jobs), quiet_stdout=mode is not Mode.DIFF)):
             doctor.add(job.path, result)
             failed_results += bool(result.error)

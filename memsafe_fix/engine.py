@@ -8,6 +8,7 @@ import gc
 import io
 import multiprocessing
 import os
+import re
 import shutil
 import signal
 import tempfile
@@ -89,6 +90,26 @@ class Job:
     verbose: bool = False
     # Class name -> ``xdist_group`` name where other files of the run share the default one.
     group_names: Optional[dict[str, str]] = None
+
+
+# A test class nested in another (or defined under ``if``/``try``): MSF002 gives it a teardown
+# when an enclosing class has one, which may be inherited from an imported base.
+_INDENTED_CLASS = re.compile(r"^[ \t\f]+class\b", re.MULTILINE)
+
+
+def could_have_findings(source: str, settings: Settings, module_name: str) -> bool:
+    """False when no rule can report anything in ``source`` and it uses no ``pytest.mark``, so
+    it need not be analysed. Without ``scope = "all"`` every rule acts only on code that uses
+    mocks (every mock module, mock class and ``mocker`` fixture has "mock" in its name), a
+    ``mock-factories`` callable, a ``pytest.mark`` (performance markers, ``xdist_group``, the
+    markers the project-level rules count), or a nested class (an inherited teardown). A
+    conftest is always parsed for the markers it registers; a non-ASCII file too, since Python
+    folds identifiers such as ``ｍock`` to ``mock``."""
+    if settings.scope == "all" or module_name == "conftest" or not source.isascii():
+        return True
+    lowered = source.lower()
+    tokens = ("mock", "mark", *(name.rsplit(".", 1)[-1].lower() for name in settings.mock_factories))
+    return any(token in lowered for token in tokens) or _INDENTED_CLASS.search(source) is not None
 
 
 def check_source(source: str, settings: Settings, module_name: str, path: Optional[Path] = None) -> list[Finding]:
@@ -238,6 +259,10 @@ def _process(job: Job, data: Optional[bytes]) -> FileResult:
         return result
     module_name = job.path.stem
     try:
+        if not from_stdin and not could_have_findings(source, job.settings, module_name):
+            # Clean, but a syntax error is still reported: the parse is a fifth of the analysis.
+            ast.parse(source, str(job.path))
+            return result
         module = ModuleAnalysis(source, job.settings, module_name, job.path)
         result.markers = used_markers(module)
         if module_name == "conftest":
@@ -293,13 +318,14 @@ def _note_added_markers(result: FileResult) -> None:
         result.markers |= result.added_markers
 
 
-def run(jobs: list[Job]) -> Iterator[FileResult]:
-    """Results in the order of ``jobs``; files are processed in parallel when there are many.
+def run(jobs: list[Job], workers: Optional[int] = None) -> Iterator[FileResult]:
+    """Results in the order of ``jobs``; files are processed in parallel by ``workers``
+    processes (default: one per core) when there are many, in this process with 1.
     Closing the iterator early (an interrupt, SIGTERM) cancels the run: no file is written
     after that, and the workers exit."""
     shared = shared_group_names([(job.path, job.settings) for job in jobs])
     jobs = [replace(job, group_names=shared[job.path]) if job.path in shared else job for job in jobs]
-    workers = os.cpu_count() or 1
+    workers = workers or os.cpu_count() or 1
     if len(jobs) < PARALLEL_THRESHOLD or workers == 1:
         yield from map(process, jobs)
         return

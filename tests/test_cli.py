@@ -8,11 +8,14 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Callable, Iterable, Iterator
 
 import pytest
 from cli_runner import invoke
 
+import memsafe_fix.engine as engine
 from memsafe_fix import __version__
+from memsafe_fix.engine import FileResult, Job
 
 MOCK_CLASS = textwrap.dedent(
     """\
@@ -225,6 +228,17 @@ def test_version_and_module_entry_point(project: Path) -> None:
     assert invoke("--version").everything.strip() == f"memsafe-fix {__version__}"
     completed = subprocess.run([sys.executable, "-m", "memsafe_fix", "--version"], capture_output=True, text=True)
     assert completed.stdout.strip() == f"memsafe-fix {__version__}"
+
+
+@pytest.mark.parametrize("flag", ["--version", "-V"])
+def test_version_imports_nothing_heavy(flag: str) -> None:
+    code = (
+        f"import sys; sys.argv[1:] = [{flag!r}]; from memsafe_fix.entry import main; main(); "
+        "print(sorted(name for name in ('libcst', 'typer', 'click', 'rich', 'tomlkit', 'memsafe_fix.cli')"
+        " if name in sys.modules))"
+    )
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert completed.stdout.splitlines() == [f"memsafe-fix {__version__}", "[]"]
 
 
 def test_console_script_subprocess(project: Path) -> None:
@@ -766,3 +780,43 @@ def test_identifiers_equal_under_nfkc_are_fixed(project: Path) -> None:
     result = invoke("--write", "tests")
     assert result.exit_code == 0, result.everything
     assert "def helper_\ufb01x():" in (project / "tests" / "test_a.py").read_text()
+
+
+class _InProcessPool:
+    """Stands in for the worker pool: records how many workers were asked for, runs in-process."""
+
+    started: list[int] = []
+
+    def __init__(self, max_workers: int, initializer: object, initargs: object) -> None:
+        self.started.append(max_workers)
+
+    def map(
+        self, function: Callable[[Job], FileResult], jobs: Iterable[Job], chunksize: int = 1
+    ) -> Iterator[FileResult]:
+        return map(function, jobs)
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        pass
+
+
+DEFAULT_POOLS = [os.cpu_count()] if (os.cpu_count() or 1) > 1 else []
+
+
+@pytest.mark.parametrize(("args", "pools"), [((), DEFAULT_POOLS), (("--jobs", "1"), []), (("-j", "3"), [3])])
+def test_jobs_sets_the_worker_count_and_1_runs_without_a_pool(
+    project: Path, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...], pools: list[int]
+) -> None:
+    for i in range(engine.PARALLEL_THRESHOLD):
+        (project / "tests" / f"test_{i}.py").write_text(MOCK_CLASS)
+    monkeypatch.setattr(_InProcessPool, "started", [])
+    monkeypatch.setattr(engine, "ProcessPoolExecutor", _InProcessPool)
+    result = invoke("--check", *args, "tests")
+    assert result.exit_code == 1
+    assert result.stdout.count("MSF001") == engine.PARALLEL_THRESHOLD
+    assert _InProcessPool.started == pools
+
+
+def test_jobs_must_be_positive(project: Path) -> None:
+    result = invoke("--check", "--jobs", "0", "tests")
+    assert result.exit_code == 2
+    assert "--jobs" in result.everything
