@@ -346,8 +346,7 @@ class Watchdog:
         raise MemoryBudgetExceeded(
             f"memsafe: stopped {item.nodeid} while it ran: RSS {_mib(self.stopped_rss)} is over the "
             f"--memsafe-max-rss limit of {_mib(self.max_rss)} (it was {_mib(item.stash[_RSS_BEFORE])} "
-            "before the test's setup)."
-            + (f"\n  mocks with the most recorded calls:{mocks}" if mocks else "")
+            "before the test's setup)." + (f"\n  mocks with the most recorded calls:{mocks}" if mocks else "")
         )
 
     def close(self) -> None:
