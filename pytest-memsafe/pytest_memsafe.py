@@ -55,6 +55,10 @@ Options
              "start_rss": 46710784, "end_rss": 201326592,
              "rss_growth": 154615808,        # end_rss - start_rss
              "tests": 300,                   # tests whose protocol ran in this process
+             "over_budget": [                # tests that crossed --memsafe-max-rss here
+               {"nodeid": "tests/test_a.py::test_paging", "rss": 1610612736,
+                "when": "call"}              # "call": stopped by the watchdog; or "teardown"
+             ],
              "error": null}                  # for a worker that went down without data: why,
           ],                                 # with null numbers
           "top_tests": [                     # at most 10, largest rss_growth first
@@ -71,7 +75,27 @@ Options
     process are not failed while RSS stays above the limit (they did not cross it); if RSS drops
     below the limit and a test crosses it again, that test fails too. The budget applies to each
     process on its own: every xdist worker, or the one pytest process without xdist. With
-    ``--memsafe-gc`` the test's garbage is collected before RSS is compared.
+    ``--memsafe-gc`` the test's garbage is collected before RSS is compared. The ini setting
+    ``memsafe_max_rss`` sets the same budget; the option wins over it.
+
+    The budget also holds *while* a test runs. A watchdog thread in each process reads RSS every
+    ``WATCHDOG_INTERVAL`` (20 ms) while a test's call phase runs, and when RSS crosses SIZE it
+    sends ``SIGUSR1`` to the main thread (``signal.pthread_kill``); the plugin's handler for it
+    raises ``MemoryBudgetExceeded`` there, so the test fails at once with a message naming the
+    test, the RSS, the budget and the mocks with the most recorded calls (``len(mock_calls)`` of
+    every ``unittest.mock`` mock ``gc.get_objects()`` finds at that moment). This is the
+    incident the pattern comes from: a mocked paged search that returns the same page forever
+    keeps a paging loop appending, and the mock recording, until the worker holds tens of GB.
+    A signal handler runs between any two bytecodes of the main thread and interrupts a
+    blocking sleep or ``select``, so it stops a pure-Python loop, a loop through mocks and an
+    ``async`` test alike (a thread's async exception would wait out a blocking call).
+    ``MemoryBudgetExceeded`` derives from ``BaseException``, so ``except Exception`` in the
+    code under test does not swallow it; the frames of the stopped test are cleared so what it
+    built can be freed, and the process goes on with the next test. A test that starts while
+    RSS is already over the budget is stopped only once it grows by another quarter of it. The live guard
+    needs the current RSS and ``signal.pthread_kill``: on Linux (``/proc/self/statm``) and on
+    other POSIX systems with ``psutil``; elsewhere only the teardown check runs. It replaces
+    any other ``SIGUSR1`` handler for the session.
 
 ``--memsafe-gc``
     After every test, once its teardown is done (its frame, fixtures and ``teardown_method``
@@ -114,7 +138,10 @@ import heapq
 import json
 import os
 import re
+import signal
 import sys
+import threading
+import traceback
 from importlib import metadata
 from typing import Any, Callable, NamedTuple
 
@@ -126,6 +153,10 @@ REPORT_VERSION = 1
 _SIZE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(?:([kmgt])(?:i?b)?|b)?", re.IGNORECASE)
 _UNIT_BYTES = {"k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 _RSS_BEFORE = pytest.StashKey[int]()
+# 20 ms: a runaway loop growing 1 GB/s overshoots the budget by ~20 MB; reading
+# /proc/self/statm 50 times a second costs well under 0.1% of a core.
+WATCHDOG_INTERVAL = 0.02
+TOP_MOCKS = 3
 
 
 def parse_size(text: str) -> int:
@@ -167,9 +198,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type=parse_size,
         default=None,
         metavar="SIZE",
-        help="fail the test after which the process's RSS first exceeds SIZE (500M, 1.5G, 800MiB, "
-        "bytes), at its teardown.",
+        help="fail the test during or after which the process's RSS first exceeds SIZE (500M, 1.5G, "
+        "800MiB, bytes): a watchdog stops a test while it runs, else it fails at its teardown. "
+        "Default: the memsafe_max_rss ini setting.",
     )
+    parser.addini("memsafe_max_rss", "the default of --memsafe-max-rss (500M, 1.5G, 800MiB, bytes)", default="")
     group.addoption(
         "--memsafe-gc",
         action="store_true",
@@ -242,6 +275,11 @@ def release_instance_state(item: pytest.Item) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     report_target = config.getoption("memsafe_report")
     max_rss = config.getoption("memsafe_max_rss")
+    if max_rss is None and config.getini("memsafe_max_rss"):
+        try:
+            max_rss = parse_size(config.getini("memsafe_max_rss"))
+        except argparse.ArgumentTypeError as error:
+            raise pytest.UsageError(f"ini setting memsafe_max_rss: {error}") from None
     collect_garbage = config.getoption("memsafe_gc")
     if report_target is None and max_rss is None and not collect_garbage:
         return
@@ -252,6 +290,69 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError("--memsafe-report and --memsafe-max-rss cannot measure RSS here: install psutil")
     plugin = MemsafePlugin(config, meter, report_target, max_rss, collect_garbage)
     config.pluginmanager.register(plugin, "memsafe-session")
+
+
+class MemoryBudgetExceeded(BaseException):
+    """Raised in the main thread when a running test crosses --memsafe-max-rss; a BaseException so
+    that ``except Exception`` in the code under test lets it through."""
+
+
+def top_mocks(limit: int = TOP_MOCKS) -> list[tuple[int, str]]:
+    """(recorded calls, name) of the live ``unittest.mock`` mocks that recorded the most calls."""
+    mock = sys.modules.get("unittest.mock")
+    if mock is None:
+        return []
+    counts = []
+    for obj in gc.get_objects():
+        # type(), not isinstance(): a mock with a spec claims its spec's class.
+        if issubclass(type(obj), mock.NonCallableMock) and obj.mock_calls:
+            counts.append((len(obj.mock_calls), obj._extract_mock_name()))
+    return heapq.nlargest(limit, counts)
+
+
+class Watchdog:
+    """A daemon thread that stops the running test once the process's RSS crosses the budget."""
+
+    def __init__(self, meter: RssMeter, max_rss: int) -> None:
+        self.meter = meter
+        self.max_rss = max_rss
+        self.limit = max_rss  # for the running test
+        self.main_thread_id = threading.main_thread().ident
+        self.running: pytest.Item | None = None  # the test whose call phase runs, if it may be stopped
+        self.stopping: pytest.Item | None = None  # the test the signal was sent for
+        self.stopped_rss = 0
+        self.previous_handler = signal.signal(signal.SIGUSR1, self._interrupt)
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._watch, name="memsafe-watchdog", daemon=True)
+        self.thread.start()
+
+    def _watch(self) -> None:
+        while not self.done.wait(WATCHDOG_INTERVAL):
+            running = self.running
+            if running is None or self.stopping is running:
+                continue
+            rss = self.meter.current()
+            if rss > self.limit and self.running is running:
+                self.stopping, self.stopped_rss = running, rss
+                signal.pthread_kill(self.main_thread_id, signal.SIGUSR1)
+
+    def _interrupt(self, signum: int, frame: object) -> None:
+        __tracebackhide__ = True
+        item = self.running
+        if item is None or item is not self.stopping:
+            return  # the test ended before the signal arrived: its teardown check decides
+        self.running = None
+        mocks = "".join(f"\n    {calls:>10,} calls  {name}" for calls, name in top_mocks())
+        raise MemoryBudgetExceeded(
+            f"memsafe: stopped {item.nodeid} while it ran: RSS {_mib(self.stopped_rss)} is over the "
+            f"--memsafe-max-rss limit of {_mib(self.max_rss)} (it was {_mib(item.stash[_RSS_BEFORE])} "
+            "before the test's setup)." + (f"\n  mocks with the most recorded calls:{mocks}" if mocks else "")
+        )
+
+    def close(self) -> None:
+        self.done.set()
+        self.thread.join()
+        signal.signal(signal.SIGUSR1, self.previous_handler)
 
 
 def _mib(size: int) -> str:
@@ -285,6 +386,11 @@ class MemsafePlugin:
         self.top_tests: list[tuple[int, str]] = []  # a min-heap of (growth, nodeid), TOP_TESTS long
         self.worker_summaries: list[dict[str, Any]] = []
         self.over_budget = False
+        self.over_budget_tests: list[dict[str, Any]] = []
+        self.watchdog = None
+        live = meter is not None and meter.source != "getrusage ru_maxrss" and hasattr(signal, "pthread_kill")
+        if max_rss is not None and live:
+            self.watchdog = Watchdog(meter, max_rss)
         self.report: dict[str, Any] | None = None
         self.json_path = None
         if report_target is not None and report_target.startswith("json:"):
@@ -307,6 +413,32 @@ class MemsafePlugin:
         if self.report_target is not None:
             self._record(item.nodeid, self._measure() - item.stash[_RSS_BEFORE])
         return result
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_call(self, item: pytest.Item):
+        watchdog = self.watchdog
+        if watchdog is None:
+            return (yield)
+        # A test that starts over the budget (freed memory often stays resident) did not cross
+        # it; it is stopped only if it grows by another quarter of the budget.
+        watchdog.limit = max(self.max_rss, item.stash[_RSS_BEFORE] + self.max_rss // 4)
+        watchdog.running = item
+        try:
+            return (yield)
+        except MemoryBudgetExceeded as stopped:
+            # The stopped frames hold what the runaway built (pytest keeps the traceback in
+            # sys.last_traceback): clear their locals so the next test starts without it.
+            traceback.clear_frames(stopped.__traceback__)
+            gc.collect()  # mocks hold their children and their parents: cycles
+            self.over_budget = True
+            self.over_budget_tests.append({"nodeid": item.nodeid, "rss": watchdog.stopped_rss, "when": "call"})
+            raise
+        finally:
+            watchdog.running = None
+
+    def pytest_unconfigure(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.close()
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_teardown(self, item: pytest.Item):
@@ -336,6 +468,7 @@ class MemsafePlugin:
         if self.over_budget:
             return  # an earlier test crossed the limit and failed for it; RSS has not come back
         self.over_budget = True
+        self.over_budget_tests.append({"nodeid": item.nodeid, "rss": rss, "when": "teardown"})
         message = (
             f"memsafe: RSS after this test is {_mib(rss)}, over the --memsafe-max-rss limit of {_mib(self.max_rss)} "
             f"(it was {_mib(item.stash[_RSS_BEFORE])} before the test's setup). Later tests in "
@@ -363,6 +496,7 @@ class MemsafePlugin:
             summary = {
                 "name": node.workerinput["workerid"],
                 **dict.fromkeys(("peak_rss", "start_rss", "end_rss", "rss_growth", "tests")),
+                "over_budget": [],
                 "error": str(error),
                 "top_tests": [],
             }
@@ -393,6 +527,7 @@ class MemsafePlugin:
             "end_rss": end_rss,
             "rss_growth": end_rss - self.start_rss,
             "tests": self.tests,
+            "over_budget": self.over_budget_tests,
             "error": None,
             "top_tests": [{"nodeid": nodeid, "rss_growth": growth} for growth, nodeid in self.top_tests],
         }
@@ -416,6 +551,9 @@ class MemsafePlugin:
                 f"{process['name']:<{width}}  {_mib(process['peak_rss']):>12}  {process['tests']:>6}  "
                 f"{_signed_mib(process['rss_growth']):>12}"
             )
+        for process in processes:
+            for test in process["over_budget"]:
+                write(f"{process['name']}: {test['nodeid']} crossed the budget at {_mib(test['rss'])} ({test['when']})")
         write("")
         write(f"largest RSS growth per test (after its teardown - before its setup), top {TOP_TESTS}:")
         width = max((len(test["process"]) for test in self.report["top_tests"]), default=0)
