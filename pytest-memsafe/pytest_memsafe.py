@@ -90,7 +90,9 @@ Options
     blocking sleep or ``select``, so it stops a pure-Python loop, a loop through mocks and an
     ``async`` test alike (a thread's async exception would wait out a blocking call).
     ``MemoryBudgetExceeded`` derives from ``BaseException``, so ``except Exception`` in the
-    code under test does not swallow it; the frames of the stopped test are cleared so what it
+    code under test does not swallow it (code that does, with ``except BaseException`` or in a
+    ``__del__``, is signalled again every ``RESEND_INTERVAL``, 0.5 s, while RSS stays over the
+    budget); the frames of the stopped test are cleared so what it
     built can be freed, and the process goes on with the next test. A test that starts while
     RSS is already over the budget is stopped only once it grows by another quarter of it. The live guard
     needs the current RSS and ``signal.pthread_kill``: on Linux (``/proc/self/statm``) and on
@@ -141,6 +143,7 @@ import re
 import signal
 import sys
 import threading
+import time
 import traceback
 from importlib import metadata
 from typing import Any, Callable, NamedTuple
@@ -156,6 +159,10 @@ _RSS_BEFORE = pytest.StashKey[int]()
 # 20 ms: a runaway loop growing 1 GB/s overshoots the budget by ~20 MB; reading
 # /proc/self/statm 50 times a second costs well under 0.1% of a core.
 WATCHDOG_INTERVAL = 0.02
+# A test still running this long after its stop signal swallowed the exception (a bare
+# `except BaseException`, or the signal landed in a `__del__`, whose exceptions Python ignores):
+# signal it again.
+RESEND_INTERVAL = 0.5
 TOP_MOCKS = 3
 
 
@@ -320,6 +327,8 @@ class Watchdog:
         self.main_thread_id = threading.main_thread().ident
         self.running: pytest.Item | None = None  # the test whose call phase runs, if it may be stopped
         self.stopping: pytest.Item | None = None  # the test the signal was sent for
+        self.signalled_at = 0.0
+        self.reporting = False  # the handler is building its message (a second signal waits)
         self.stopped_rss = 0
         self.previous_handler = signal.signal(signal.SIGUSR1, self._interrupt)
         self.done = threading.Event()
@@ -329,11 +338,15 @@ class Watchdog:
     def _watch(self) -> None:
         while not self.done.wait(WATCHDOG_INTERVAL):
             running = self.running
-            if running is None or self.stopping is running:
+            if running is None:
+                continue
+            if self.stopping is running and time.monotonic() - self.signalled_at < RESEND_INTERVAL:
                 continue
             rss = self.meter.current()
             if rss > self.limit and self.running is running:
-                self.stopping, self.stopped_rss = running, rss
+                if self.stopping is not running:
+                    self.stopping, self.stopped_rss = running, rss
+                self.signalled_at = time.monotonic()
                 signal.pthread_kill(self.main_thread_id, signal.SIGUSR1)
 
     def _interrupt(self, signum: int, frame: object) -> None:
@@ -341,8 +354,15 @@ class Watchdog:
         item = self.running
         if item is None or item is not self.stopping:
             return  # the test ended before the signal arrived: its teardown check decides
-        self.running = None
-        mocks = "".join(f"\n    {calls:>10,} calls  {name}" for calls, name in top_mocks())
+        if self.reporting:
+            return
+        self.reporting = True
+        try:
+            # Walking a runaway heap can take longer than RESEND_INTERVAL.
+            mocks = "".join(f"\n    {calls:>10,} calls  {name}" for calls, name in top_mocks())
+        finally:
+            self.reporting = False
+            self.signalled_at = time.monotonic()
         raise MemoryBudgetExceeded(
             f"memsafe: stopped {item.nodeid} while it ran: RSS {_mib(self.stopped_rss)} is over the "
             f"--memsafe-max-rss limit of {_mib(self.max_rss)} (it was {_mib(item.stash[_RSS_BEFORE])} "
@@ -426,6 +446,7 @@ class MemsafePlugin:
         try:
             return (yield)
         except MemoryBudgetExceeded as stopped:
+            watchdog.running = None  # no second signal while the stopped test is cleaned up
             # The stopped frames hold what the runaway built (pytest keeps the traceback in
             # sys.last_traceback): clear their locals so the next test starts without it.
             traceback.clear_frames(stopped.__traceback__)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import resource
 import subprocess
 import sys
 import textwrap
@@ -207,7 +208,15 @@ def run_pytest(tmp_path: Path, files: dict[str, str], *args: str) -> subprocess.
         cwd=tmp_path,
         capture_output=True,
         text=True,
+        timeout=300,
+        preexec_fn=cap_address_space,
     )
+
+
+def cap_address_space() -> None:
+    """A runaway test suite that the guard fails to stop ends in MemoryError, not in a machine
+    paging for an hour."""
+    resource.setrlimit(resource.RLIMIT_AS, (4 * 1024**3, 4 * 1024**3))
 
 
 def summary_lines(completed: subprocess.CompletedProcess[str]) -> list[tuple[str, str]]:
@@ -505,6 +514,18 @@ RUNAWAY_SUITE = {
             while True:
                 pages.append(await client.search(token="same"))
                 await asyncio.sleep(0)
+
+
+        def test_swallows_the_first_stop():
+            kept, stops = [], 0
+            while True:
+                try:
+                    while True:
+                        kept.append([0] * 100)
+                except BaseException:  # a retry loop that outlasts the first stop signal
+                    stops += 1
+                    if stops == 2:
+                        raise
         """,
     "test_fine.py": """\
         import pytest
@@ -515,7 +536,12 @@ RUNAWAY_SUITE = {
             pass
         """,
 }
-RUNAWAY_TESTS = ["test_paging_forever", "test_pure_python_loop", "test_async_paging_forever"]
+RUNAWAY_TESTS = [
+    "test_paging_forever",
+    "test_pure_python_loop",
+    "test_async_paging_forever",
+    "test_swallows_the_first_stop",
+]
 
 
 @pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="needs current RSS")
