@@ -92,7 +92,9 @@ Options
     ``MemoryBudgetExceeded`` derives from ``BaseException``, so ``except Exception`` in the
     code under test does not swallow it (code that does, with ``except BaseException`` or in a
     ``__del__``, is signalled again every ``RESEND_INTERVAL``, 0.5 s, while RSS stays over the
-    budget); the frames of the stopped test are cleared so what it
+    budget); a signal that lands in asyncio's own event-loop code is not raised there (the loop
+    could log and drop it, or lose a task's next step and never finish) but sent again 20 ms
+    later, when the test's code runs. The frames of the stopped test are cleared so what it
     built can be freed, and the process goes on with the next test. A test that starts while
     RSS is already over the budget is stopped only once it grows by another quarter of it. The live guard
     needs the current RSS and ``signal.pthread_kill``: on Linux (``/proc/self/statm``) and on
@@ -145,6 +147,7 @@ import sys
 import threading
 import time
 import traceback
+import types
 from importlib import metadata
 from typing import Any, Callable, NamedTuple
 
@@ -349,12 +352,19 @@ class Watchdog:
                 self.signalled_at = time.monotonic()
                 signal.pthread_kill(self.main_thread_id, signal.SIGUSR1)
 
-    def _interrupt(self, signum: int, frame: object) -> None:
+    def _interrupt(self, signum: int, frame: types.FrameType | None) -> None:
         __tracebackhide__ = True
         item = self.running
         if item is None or item is not self.stopping:
             return  # the test ended before the signal arrived: its teardown check decides
         if self.reporting:
+            return
+        if _in_asyncio(frame):
+            # Raised inside the event loop's own bookkeeping (a callback being run, a task's
+            # step being scheduled), the exception can be logged and dropped by the loop, or
+            # lose a task's next step so the test's loop never finishes: ask again shortly,
+            # when the test's own code runs.
+            self.signalled_at = 0.0
             return
         self.reporting = True
         try:
@@ -373,6 +383,13 @@ class Watchdog:
         self.done.set()
         self.thread.join()
         signal.signal(signal.SIGUSR1, self.previous_handler)
+
+
+def _in_asyncio(frame: types.FrameType | None) -> bool:
+    asyncio = sys.modules.get("asyncio")  # not imported here: most suites never load it
+    if frame is None or asyncio is None or asyncio.__file__ is None:
+        return False
+    return frame.f_code.co_filename.startswith(os.path.dirname(asyncio.__file__) + os.sep)
 
 
 def _mib(size: int) -> str:

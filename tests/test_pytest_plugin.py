@@ -588,3 +588,24 @@ def test_max_rss_ini_setting(tmp_path: Path) -> None:
     completed = run_pytest(tmp_path, BUDGET_SUITE)
     assert completed.returncode == 4
     assert "ini setting memsafe_max_rss: 'lots' is not a positive size" in completed.stderr
+
+
+def test_the_stop_signal_is_not_raised_inside_the_event_loop() -> None:
+    import asyncio
+
+    from pytest_memsafe import _in_asyncio
+
+    frames = {}
+
+    def callback() -> None:
+        frames["loop"] = sys._getframe(1)  # asyncio's Handle._run, which runs the callback
+
+    async def main() -> None:
+        frames["test"] = sys._getframe()
+        asyncio.get_running_loop().call_soon(callback)
+        await asyncio.sleep(0)
+
+    asyncio.run(main())
+    assert _in_asyncio(frames["loop"])
+    assert not _in_asyncio(frames["test"])
+    assert not _in_asyncio(None)
