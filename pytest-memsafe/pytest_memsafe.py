@@ -219,6 +219,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="after each test's teardown, clear its class instance's attributes and collect the young "
         "generations (gc.collect(1)), so memory kept on self is freed at almost no cost.",
     )
+    add_explain_options(group)
+
+
+def add_explain_options(group: Any) -> None:
+    """--memsafe-explain (pytest_memsafe_explain.py, imported only when it is given)."""
+    group.addoption(
+        "--memsafe-explain",
+        action="store_true",
+        help="--memsafe-report, plus what each worker's growth is: imports, objects kept by tests (on self, "
+        "in module state, by pytest) by type, garbage in cycles, and what would free it; with a chart of RSS "
+        "per test if plotext is installed (pytest-memsafe[chart]).",
+    )
+    group.addoption(
+        "--memsafe-chart",
+        default=None,
+        metavar="PATH",
+        help="with --memsafe-explain: also save the chart of RSS per test to PATH (.html: a web page, else text).",
+    )
 
 
 class RssMeter(NamedTuple):
@@ -291,6 +309,9 @@ def pytest_configure(config: pytest.Config) -> None:
         except argparse.ArgumentTypeError as error:
             raise pytest.UsageError(f"ini setting memsafe_max_rss: {error}") from None
     collect_garbage = config.getoption("memsafe_gc")
+    explain = config.getoption("memsafe_explain") or config.getoption("memsafe_chart") is not None
+    if explain and report_target is None:
+        report_target = "term"
     if report_target is None and max_rss is None and not collect_garbage:
         return
     meter = None
@@ -300,6 +321,11 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError("--memsafe-report and --memsafe-max-rss cannot measure RSS here: install psutil")
     plugin = MemsafePlugin(config, meter, report_target, max_rss, collect_garbage)
     config.pluginmanager.register(plugin, "memsafe-session")
+    if explain:
+        import pytest_memsafe_explain
+
+        plugin.explain = pytest_memsafe_explain.Explainer(config, meter.current, _RSS_BEFORE, collect_garbage)
+        config.pluginmanager.register(plugin.explain, "memsafe-explain")  # after: its wrappers run outside
 
 
 class MemoryBudgetExceeded(BaseException):
@@ -429,6 +455,7 @@ class MemsafePlugin:
         if max_rss is not None and live:
             self.watchdog = Watchdog(meter, max_rss)
         self.report: dict[str, Any] | None = None
+        self.explain: Any = None  # a pytest_memsafe_explain.Explainer with --memsafe-explain
         self.json_path = None
         if report_target is not None and report_target.startswith("json:"):
             self.json_path = config.invocation_params.dir / report_target[len("json:") :]
@@ -568,6 +595,7 @@ class MemsafePlugin:
             "over_budget": self.over_budget_tests,
             "error": None,
             "top_tests": [{"nodeid": nodeid, "rss_growth": growth} for growth, nodeid in self.top_tests],
+            **({"explain": self.explain.summary(self.start_rss, end_rss, self.tests)} if self.explain else {}),
         }
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
@@ -575,6 +603,8 @@ class MemsafePlugin:
             return
         if self.json_path is not None:
             terminalreporter.write_line(f"memsafe: memory report written to {self.json_path}")
+            if self.explain is not None:
+                self.explain.write(terminalreporter, self.report, terse=True)
             return
         write = terminalreporter.write_line
         terminalreporter.write_sep("=", "memsafe memory report")
@@ -597,6 +627,8 @@ class MemsafePlugin:
         width = max((len(test["process"]) for test in self.report["top_tests"]), default=0)
         for test in self.report["top_tests"]:
             write(f"{_signed_mib(test['rss_growth']):>12}  {test['process']:<{width}}  {test['nodeid']}")
+        if self.explain is not None:
+            self.explain.write(terminalreporter, self.report, terse=False)
 
 
 def _worker_order(summary: dict[str, Any]) -> tuple[int, str]:

@@ -1,0 +1,734 @@
+"""``--memsafe-explain``: where each process's memory went, for ``pytest_memsafe``'s report.
+
+Imported by ``pytest_memsafe`` only when ``--memsafe-explain`` is given. For every test it notes,
+at almost no cost, the process's RSS after the test, the modules first imported during it and
+what the test's class instance still holds once the test is done (pytest keeps every instance
+until the session ends). For a sample of the tests, as many as fit in ``SAMPLE_BUDGET`` of the
+process's CPU time, it also finds the gc-tracked objects the test made that survived it, and
+what keeps them: the test's instance (``self``), a newly imported module, a module's global or
+a class attribute (a cache, a registry), pytest's own bookkeeping, or something else.
+
+How a sample works: before the test, ``gc.freeze()`` moves every object alive into the
+permanent generation, which the collector and ``gc.get_objects()`` skip. After the test (its
+teardown done), ``gc.collect()`` frees the test's garbage in reference cycles (counted: that is
+what MSF002 and ``--memsafe-gc`` free sooner) and ``gc.get_objects()`` returns exactly the
+tracked objects the test made and left alive, without walking the rest of the heap. Then
+``gc.unfreeze()`` puts everything back. Only finding who holds the survivors (one
+``gc.get_referrers`` call, or two) walks the whole heap. Objects the collector does not track
+(``str``, ``bytes``, numbers) are counted only where a surviving container holds them.
+"""
+
+from __future__ import annotations
+
+import gc
+import heapq
+import sys
+import time
+import types
+import weakref
+from collections import Counter
+from typing import Any, Callable
+
+import pytest
+
+# Share of the process's CPU time that sampling may take; a test is sampled when the time spent
+# sampling so far is under this share of the time the process has run since the plugin started.
+SAMPLE_BUDGET = 0.08
+# CPU seconds sampling may take on top of the budget, so a short run gets some samples too.
+SAMPLE_ALLOWANCE = 0.5
+# A test that leaves more survivors than this is counted by type only.
+MAX_ANALYSED = 200_000
+# Holders looked up per sample (one heap walk, whose cost grows with the number looked up).
+MAX_ENTRIES = 64
+# Untracked objects (str, bytes, numbers) held by a survivor are counted with it, except the ones
+# that are usually shared and not made by the test: identifiers (attribute names, keys), small ints.
+_SHARED = (None, True, False, Ellipsis, NotImplemented, "", b"", ())
+MAX_SERIES = 2000  # RSS points kept per process for the chart: the largest of each bucket
+TOP = 6
+PYTEST_PACKAGES = ("_pytest", "pytest", "pluggy", "xdist", "execnet", "py", "iniconfig")
+CATEGORIES = ("self", "imports", "module state", "pytest", "other")
+_C_SIZEOF = (types.MethodDescriptorType, types.WrapperDescriptorType, types.BuiltinFunctionType)
+
+
+def _mib(size: float) -> str:
+    return f"{size / 1024**2:.1f} MiB"
+
+
+def _type_name(cls: type) -> str:
+    module = getattr(cls, "__module__", None)
+    name = getattr(cls, "__qualname__", cls.__name__)
+    return name if module in (None, "builtins") else f"{module}.{name}"
+
+
+def _is_mock_type(cls: type) -> bool:
+    mock = sys.modules.get("unittest.mock")
+    return mock is not None and issubclass(cls, mock.NonCallableMock)
+
+
+class _Sizer:
+    """``sys.getsizeof`` without running Python code: a mock records a ``__sizeof__`` call (and a
+    later assertion on its calls would see it), and a class's own ``__sizeof__`` may do anything."""
+
+    def __init__(self) -> None:
+        # Weak: a test's classes (a mock's own subclass) must not live on for the cache's sake.
+        self.native: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
+
+    def __call__(self, obj: object) -> int:
+        cls = type(obj)
+        native = self.native.get(cls)
+        if native is None:
+            found = next((vars(k)["__sizeof__"] for k in cls.__mro__ if "__sizeof__" in vars(k)), None)
+            native = isinstance(found, _C_SIZEOF) and not _is_mock_type(cls)
+            try:
+                self.native[cls] = native
+            except TypeError:
+                pass
+        try:
+            return sys.getsizeof(obj, 0) if native else object.__sizeof__(obj)
+        except Exception:
+            return 0
+
+
+def _shared(obj: object) -> bool:
+    """An untracked object a test most likely did not make: a singleton, an identifier, a small int."""
+    cls = type(obj)
+    if cls is str:
+        return obj.isidentifier() or not obj  # type: ignore[attr-defined]
+    if cls is int:
+        return -5 <= obj <= 256  # type: ignore[operator]
+    return cls in (type(None), bool, type(Ellipsis), type(NotImplemented)) or (cls in (bytes, tuple) and not obj)
+
+
+def _baseline_refs() -> int:
+    """References ``_claim_held`` itself holds to a survivor while it counts them: in the
+    survivors list, the ``new`` dict, the ``rest`` list, the comprehension's variable and
+    ``sys.getrefcount``'s argument (the count differs between Python versions)."""
+    probe = []
+    survivors, new, rest = [probe], {id(probe): probe}, [probe]
+    counts = [sys.getrefcount(obj) for obj in rest]
+    del survivors, new
+    return counts[0] - 1  # minus `probe` itself
+
+
+class _Claimer:
+    """Gives survivors to categories (no closure: its cells would be made before the snapshot
+    of the survivors, and be counted among them)."""
+
+    def __init__(self, new: dict[int, Any], size: _Sizer, own: set[int]) -> None:
+        self.new = new
+        self.size = size
+        self.owner: dict[int, str] = {}
+        self.kept: dict[str, list[Any]] = {category: [] for category in CATEGORIES}
+        self.extra: Counter[str] = Counter()  # bytes of untracked objects held, per category
+        # Never walked into: the explainer's own containers (an untracked dict of ints is not
+        # among the survivors, but the walk could reach it).
+        mine = [self, vars(self), new, self.owner, self.kept, self.extra, *self.kept.values()]
+        self.counted: set[int] = own | {id(obj) for obj in mine}
+
+    def claim(self, roots: Any, category: str) -> int:
+        """Give the not yet claimed survivors reachable from roots to category; their bytes."""
+        new, owner, size = self.new, self.owner, self.size
+        total = 0
+        stack = list(roots)
+        while stack:
+            obj = stack.pop()
+            key = id(obj)
+            if key in new:
+                if key in owner:
+                    continue
+                owner[key] = category
+                self.kept[category].append(obj)
+                total += size(obj)
+                stack.extend(gc.get_referents(obj))
+            elif key not in self.counted and not gc.is_tracked(obj) and not _shared(obj):
+                self.counted.add(key)
+                nbytes = size(obj)
+                self.extra[category] += nbytes
+                total += nbytes
+        return total
+
+
+class Explainer:
+    """Registered next to ``pytest_memsafe.MemsafePlugin`` (after it, so this wrapper runs
+    outside the one that measures a test's RSS growth: sampling is not counted as growth)."""
+
+    def __init__(self, config: pytest.Config, rss: Callable[[], int], rss_before: Any, collect_garbage: bool) -> None:
+        self.config = config
+        self.rss = rss
+        self.rss_before = rss_before  # the stash key the main plugin keeps RSS before setup under
+        self.collect_garbage = collect_garbage
+        self.sizer = _Sizer()
+        self.cpu_start = time.process_time()
+        self.modules_at_start = len(sys.modules)
+        self.known_modules = set(sys.modules)
+        self.first_test_rss: int | None = None
+        self.modules_at_first_test = 0
+        self.tests = 0
+        self.series: list[int] = []
+        self.series_step = 1
+        self.pending: list[int] = []
+        # Imports during tests.
+        self.import_tests = 0
+        self.import_growth = 0
+        self.imported = 0
+        self.imported_packages: Counter[str] = Counter()
+        self.import_top: list[tuple[int, str, int]] = []  # min-heap (growth, nodeid, modules)
+        # Test-class instances that still hold state after their test.
+        self.instances = 0
+        self.instance_attrs = 0
+        self.mocks_on_self: Counter[str] = Counter()
+        self.classes_holding: Counter[str] = Counter()  # "file::Class" -> attributes kept
+        # Sampled tests.
+        self.sampled = 0
+        self.sample_cpu = 0.0
+        self.garbage_objects = 0
+        self.garbage_bytes = 0
+        self.kept_bytes: Counter[str] = Counter()  # category -> bytes
+        self.kept_objects: Counter[str] = Counter()
+        self.kept_types: dict[str, Counter[str]] = {category: Counter() for category in CATEGORIES}
+        self.type_bytes: dict[str, Counter[str]] = {category: Counter() for category in CATEGORIES}
+        self.holders: Counter[str] = Counter()  # "module state" and "other" holders -> bytes
+        # Estimates are made per stratum (a test class, or a file's test functions): tests of one
+        # class keep much the same, and the tests that are cheap to sample are not the typical ones.
+        self.strata_tests: Counter[str] = Counter()
+        self.strata_sampled: Counter[str] = Counter()
+        self.strata_bytes: dict[str, Counter[str]] = {}  # stratum -> category or "garbage" -> bytes
+        self.uncounted_tests = 0  # samples with more survivors than MAX_ANALYSED
+
+    # --- hooks ---------------------------------------------------------------------------------
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None):
+        if self.first_test_rss is None:
+            self.first_test_rss = self.rss()
+            self.modules_at_first_test = len(sys.modules)
+            self._new_modules()
+        modules = len(sys.modules)
+        started = 0.0
+        cls = getattr(item, "cls", None)
+        stratum = item.nodeid.split("::")[0] + (f"::{cls.__qualname__}" if cls is not None else "")
+        self.strata_tests[stratum] += 1
+        if self._sample_now(stratum):
+            started = time.process_time()
+            gc.collect(1)  # young garbage would wait in the frozen generation until a full collection
+            gc.freeze()
+        try:
+            return (yield)
+        finally:
+            frozen = started > 0.0
+            try:
+                self._after(item, modules, stratum if frozen else None)
+            finally:
+                if frozen:
+                    gc.unfreeze()
+                    self.sample_cpu += time.process_time() - started
+
+    # --- every test --------------------------------------------------------------------------
+
+    def _sample_now(self, stratum: str) -> bool:
+        allowed = SAMPLE_ALLOWANCE + SAMPLE_BUDGET * (time.process_time() - self.cpu_start)
+        # The first test of a class (or of a file's functions) first; more of a stratum already
+        # sampled only while half the budget is unspent, so the classes that come later get theirs.
+        return self.sample_cpu <= (allowed if not self.strata_sampled[stratum] else allowed / 2)
+
+    def _new_modules(self) -> list[str]:
+        if len(sys.modules) == len(self.known_modules):
+            return []
+        new = [name for name in list(sys.modules) if name not in self.known_modules]
+        self.known_modules.update(new)
+        return new
+
+    def _after(self, item: pytest.Item, modules_before: int, stratum: str | None) -> None:
+        self.tests += 1
+        rss = self.rss()
+        growth = rss - item.stash.get(self.rss_before, rss)
+        new_modules = self._new_modules() if len(sys.modules) != modules_before else []
+        state = self._instance_state(item)
+        if stratum is not None:  # first: the bookkeeping below makes objects of its own
+            self._sample(state, new_modules, stratum)
+        self._add_point(rss)
+        if new_modules:
+            self.import_tests += 1
+            self.import_growth += max(growth, 0)
+            self.imported += len(new_modules)
+            self.imported_packages.update(name.partition(".")[0] for name in new_modules)
+            entry = (growth, item.nodeid, len(new_modules))
+            if len(self.import_top) < TOP:
+                heapq.heappush(self.import_top, entry)
+            else:
+                heapq.heappushpop(self.import_top, entry)
+        if state:
+            self.instances += 1
+            self.instance_attrs += len(state)
+            mocks = [type(value).__name__ for value in list(state.values()) if _is_mock_type(type(value))]
+            self.mocks_on_self.update(mocks)
+            self.classes_holding[f"{item.path.name}::{item.cls.__qualname__}"] += len(state)
+
+    @staticmethod
+    def _instance_state(item: pytest.Item) -> dict[str, Any] | None:
+        cls = getattr(item, "cls", None)
+        unittest = sys.modules.get("unittest")
+        if cls is None or (unittest is not None and issubclass(cls, unittest.TestCase)):
+            return None  # as pytest_memsafe.release_instance_state: nothing kept, or a TestCase
+        return getattr(item.instance, "__dict__", None)
+
+    def _add_point(self, rss: int) -> None:
+        self.pending.append(rss)
+        if len(self.pending) < self.series_step:
+            return
+        self.series.append(max(self.pending))
+        self.pending.clear()
+        if len(self.series) >= MAX_SERIES:  # halve the resolution: each point the max of two
+            self.series = [max(self.series[i : i + 2]) for i in range(0, len(self.series), 2)]
+            self.series_step *= 2
+
+    # --- sampled tests -------------------------------------------------------------------------
+
+    def _sample(self, state: dict[str, Any] | None, new_modules: list[str], stratum: str) -> None:
+        size = self.sizer
+        made = gc.get_objects()  # the test's objects, garbage included: the rest is frozen
+        made_bytes = sum(map(size, made))
+        del made
+        self.garbage_objects += gc.collect()
+        survivors = gc.get_objects()
+        self.sampled += 1
+        self.strata_sampled[stratum] += 1
+        found = self.strata_bytes.setdefault(stratum, Counter())
+        if len(survivors) > MAX_ANALYSED:
+            self.uncounted_tests += 1
+            survivors_bytes = sum(map(size, survivors))
+            self.garbage_bytes += max(made_bytes - survivors_bytes, 0)
+            found["garbage"] += max(made_bytes - survivors_bytes, 0)
+            found["other"] += survivors_bytes
+            self._count("other", survivors)
+            self.holders[f"(a test left {len(survivors):,} objects: counted by type only)"] += survivors_bytes
+            return
+        ignore = id(new_modules)
+        new = {id(obj): obj for obj in survivors if id(obj) != ignore}
+        claimer = _Claimer(new, size, self._own_ids() | {id(survivors)})
+        claim, owner, kept, extra = claimer.claim, claimer.owner, claimer.kept, claimer.extra
+        if state:
+            claim(list(state.values()), "self")
+        for name in new_modules:
+            module = sys.modules.get(name)
+            if module is not None:
+                claim([module], "imports")
+        for obj in survivors:  # a weak reference to what is claimed (a class's subclass registry)
+            if type(obj) is weakref.ReferenceType and id(obj) not in owner:
+                target = owner.get(id(obj()))
+                if target is not None:
+                    owner[id(obj)] = target
+                    kept[target].append(obj)
+        rest = [obj for obj in survivors if id(obj) not in owner]
+        if rest:
+            self._claim_held(rest, new, owner, claim, survivors)
+        del rest
+        survivors_bytes = 0
+        for category, objs in kept.items():
+            nbytes = sum(map(size, objs)) + extra[category]
+            survivors_bytes += nbytes
+            self.kept_bytes[category] += nbytes
+            found[category] += nbytes
+            self.kept_objects[category] += len(objs)
+            self._count(category, objs)
+        garbage = max(made_bytes - (survivors_bytes - sum(extra.values())), 0)
+        self.garbage_bytes += garbage
+        found["garbage"] += garbage
+
+    def _count(self, category: str, objs: list[Any]) -> None:
+        size = self.sizer
+        types_ = self.kept_types[category]
+        nbytes = self.type_bytes[category]
+        for obj in objs:
+            cls = type(obj)
+            name = ("mock class" if _is_mock_type(obj) else "class") if cls is type else cls.__name__
+            if _is_mock_type(cls) or cls.__module__ in ("builtins", "unittest.mock"):
+                key = name
+            else:
+                key = _type_name(cls)
+            types_[key] += 1
+            nbytes[key] += size(obj)
+
+    def _claim_held(
+        self, rest: list[Any], new: dict[int, Any], owner: dict[int, str], claim: Any, survivors: list
+    ) -> None:
+        """Find who outside the test's objects holds the rest, and name it."""
+        # Held from outside: more references than the test's survivors and this code account for.
+        inner: Counter[int] = Counter()
+        for obj in survivors:
+            for ref in gc.get_referents(obj):
+                if id(ref) in new:
+                    inner[id(ref)] += 1
+        # sys.getrefcount's argument, the `survivors` list, the `new` dict and `rest`: 4.
+        entries = [obj for obj in rest if sys.getrefcount(obj) - inner[id(obj)] > _baseline_refs()]
+        inner.clear()
+        if not entries:
+            self.holders["(held from C code or a frame)"] += claim(rest, "other")
+            return
+        # Reach from each entry first, to know which entries matter most.
+        reach: list[tuple[int, int]] = []
+        scratch: dict[int, str] = {}
+        for index, entry in enumerate(entries):
+            reach.append((self._reach_size(entry, new, owner, scratch), index))
+        reach.sort(reverse=True)
+        top = [entries[index] for _, index in reach[:MAX_ENTRIES]]
+        gc.unfreeze()  # get_referrers skips the frozen generation, where the holders are
+        try:
+            labels = self._holders(top, new, exclude=(survivors, rest, entries, top, reach))
+        finally:
+            gc.freeze()
+        for entry in top:
+            category, label = labels.get(id(entry), ("other", "(held from C code or a frame)"))
+            nbytes = claim([entry], category)
+            if label is not None:
+                self.holders[label] += nbytes
+        remaining = [obj for obj in rest if id(obj) not in owner]
+        if remaining:
+            nbytes = claim(remaining, "other")
+            self.holders["(smaller holders, not looked up)"] += nbytes
+
+    def _reach_size(self, entry: Any, new: dict[int, Any], owner: dict[int, str], seen: dict[int, str]) -> int:
+        total = 0
+        stack = [entry]
+        while stack:
+            obj = stack.pop()
+            key = id(obj)
+            if key not in new or key in owner or key in seen:
+                continue
+            seen[key] = ""
+            total += self.sizer(obj)
+            stack.extend(gc.get_referents(obj))
+        return total
+
+    def _holders(self, entries: list[Any], new: dict[int, Any], exclude: tuple) -> dict[int, tuple[str, str | None]]:
+        """entry id -> (category, label) for what outside the test holds each entry."""
+        skip = {id(obj) for obj in exclude} | {id(new), id(sys._getframe())} | self._own_ids()
+        entry_ids = {id(entry) for entry in entries}
+        module_dicts = {id(vars(module)): name for name, module in list(sys.modules.items()) if module is not None}
+        result: dict[int, tuple[str, str | None]] = {}
+        unresolved: dict[int, tuple[Any, list[int]]] = {}  # holder id -> (holder, entry ids)
+        for holder in gc.get_referrers(*entries):
+            key = id(holder)
+            if key in new or key in skip or isinstance(holder, types.FrameType):
+                continue
+            if type(holder) is tuple and len(holder) == len(entries) and all(a is b for a, b in zip(holder, entries)):
+                continue  # get_referrers' own arguments
+            held = [id(ref) for ref in gc.get_referents(holder) if id(ref) in entry_ids and id(ref) not in result]
+            if not held:
+                continue
+            if key in module_dicts:
+                names = [name for name, value in list(holder.items()) if id(value) in held]
+                label = f"{module_dicts[key]}.{names[0] if names else '?'}"
+                for ref in held:
+                    result[ref] = (self._module_category(module_dicts[key]), label)
+                continue
+            category = self._holder_category(holder)
+            if category is not None:
+                for ref in held:
+                    result[ref] = (category, f"{_type_name(type(holder))}")
+                continue
+            unresolved[key] = (holder, held)
+        if unresolved:
+            self._second_level(unresolved, module_dicts, result, new, skip)
+        return result
+
+    def _second_level(self, unresolved: dict, module_dicts: dict[int, str], result: dict, new: dict, skip: set) -> None:
+        """Containers (a dict, a list, an lru_cache's dict) held by a module or a class."""
+        holders = [holder for holder, _ in unresolved.values()]
+        found: dict[int, str] = {}
+        for outer in gc.get_referrers(*holders):
+            key = id(outer)
+            if key in new or key in skip or isinstance(outer, types.FrameType):
+                continue
+            if type(outer) is tuple and len(outer) == len(holders):
+                continue
+            inner_ids = {id(ref) for ref in gc.get_referents(outer)}
+            for hid in list(unresolved):
+                if hid not in inner_ids or hid in found:
+                    continue
+                holder = unresolved[hid][0]
+                if key in module_dicts:
+                    names = [name for name, value in list(outer.items()) if value is holder]
+                    found[hid] = f"{module_dicts[key]}.{names[0] if names else '?'}"
+                elif isinstance(outer, type):
+                    found[hid] = f"{_type_name(outer)} (a class attribute)"
+                elif type(outer).__name__ == "_lru_cache_wrapper":
+                    found[hid] = (
+                        f"{getattr(outer, '__module__', '?')}.{getattr(outer, '__qualname__', '?')} (lru_cache)"
+                    )
+                elif type(outer) is dict and hid not in found:
+                    # A class's namespace: the type refers to it.
+                    continue
+        for hid, (holder, held) in unresolved.items():
+            label = found.get(hid)
+            if label is not None:
+                module = label.partition(" ")[0]
+                category = self._module_category(module)
+            else:
+                category = self._holder_category(holder, default="other")
+                label = f"a {_type_name(type(holder))} no module global refers to"
+            for ref in held:
+                result.setdefault(ref, (category, label))
+
+    def _own_ids(self) -> set[int]:
+        """This explainer's own containers, which hold what they count, not what a test kept."""
+        sizer = self.sizer
+        own = [self, vars(self), sizer, vars(sizer), sizer.native, getattr(sizer.native, "data", None)]
+        own += [value for value in vars(self).values() if isinstance(value, (list, dict, set, Counter))]
+        own += [*self.kept_types.values(), *self.type_bytes.values()]
+        return {id(obj) for obj in own}
+
+    @staticmethod
+    def _module_category(dotted: str) -> str:
+        return "pytest" if dotted.partition(".")[0] in PYTEST_PACKAGES else "module state"
+
+    @staticmethod
+    def _holder_category(holder: Any, default: str | None = None) -> str | None:
+        module = (getattr(type(holder), "__module__", None) or "").partition(".")[0]
+        if module in PYTEST_PACKAGES:
+            return "pytest"
+        if isinstance(holder, types.ModuleType):
+            return "module state"
+        return default
+
+    # --- the report ------------------------------------------------------------------------------
+
+    def write(self, terminalreporter: Any, report: dict[str, Any], terse: bool) -> None:
+        """The explanation in words and the chart (terse: for a JSON report, only the chart file)."""
+        write = terminalreporter.write_line
+        ran = [process for process in report["processes"] if process.get("tests")]
+        if not terse:
+            terminalreporter.write_sep("=", "memsafe: where the memory went")
+            for process in report["processes"]:
+                for line in explain_lines(process, self.collect_garbage):
+                    write(line)
+            text, note = chart(ran, colorless=not getattr(terminalreporter, "hasmarkup", False))
+            for line in (text or "").splitlines():
+                write(line)
+            if note:
+                write(f"memsafe: {note}")
+        path = self.config.getoption("memsafe_chart")
+        if path is not None:
+            write(f"memsafe: {write_chart(ran, self.config.invocation_params.dir / path)}")
+
+    def _estimate(self, key: str) -> int:
+        """Bytes for all tests: per stratum, its samples' mean times its tests; the mean of all
+        samples for the tests of strata never sampled."""
+        total = 0.0
+        unsampled = 0
+        for stratum, tests in self.strata_tests.items():
+            sampled = self.strata_sampled[stratum]
+            if sampled:
+                total += self.strata_bytes[stratum][key] / sampled * tests
+            else:
+                unsampled += tests
+        if unsampled and self.sampled:
+            total += unsampled * sum(found[key] for found in self.strata_bytes.values()) / self.sampled
+        return int(total)
+
+    def summary(self, start_rss: int, end_rss: int, tests: int) -> dict[str, Any]:
+        """This process's explanation, JSON types only (xdist sends it to the controller)."""
+        series = self.series + ([max(self.pending)] if self.pending else [])
+        first = self.first_test_rss if self.first_test_rss is not None else end_rss
+        kept = {
+            category: {
+                "sampled_bytes": self.kept_bytes[category],
+                "sampled_objects": self.kept_objects[category],
+                "estimated_bytes": self._estimate(category),
+                "types": [
+                    {"type": name, "objects": count, "bytes": self.type_bytes[category][name]}
+                    for name, count in self.kept_types[category].most_common(TOP)
+                ],
+            }
+            for category in CATEGORIES
+        }
+        return {
+            "collection": {
+                "rss_growth": first - start_rss,
+                "modules": self.modules_at_first_test - self.modules_at_start,
+            },
+            "imports": {
+                "modules": self.imported,
+                "tests": self.import_tests,
+                "rss_growth": self.import_growth,
+                "packages": [{"name": name, "modules": n} for name, n in self.imported_packages.most_common(TOP)],
+                "top_tests": [
+                    {"nodeid": nodeid, "rss_growth": growth, "modules": n}
+                    for growth, nodeid, n in sorted(self.import_top, reverse=True)
+                ],
+            },
+            "instances": {
+                "holding_state": self.instances,
+                "attributes": self.instance_attrs,
+                "mocks": dict(self.mocks_on_self.most_common()),
+                "classes": [{"class": name, "attributes": n} for name, n in self.classes_holding.most_common(TOP)],
+            },
+            "sampled": {
+                "tests": self.sampled,
+                "classes_and_files": len(self.strata_tests),
+                "classes_and_files_sampled": len(self.strata_sampled),
+                "cpu_seconds": round(self.sample_cpu, 3),
+                "garbage_objects": self.garbage_objects,
+                "garbage_bytes": self.garbage_bytes,
+                "estimated_garbage_bytes": self._estimate("garbage"),
+                "too_many_to_analyse": self.uncounted_tests,
+            },
+            "kept": kept,
+            "holders": [
+                {"holder": label, "sampled_bytes": nbytes} for label, nbytes in self.holders.most_common(TOP) if nbytes
+            ],
+            "rss_series": {"every": self.series_step, "rss": series},
+        }
+
+
+# --- the controller's side: words and a chart -----------------------------------------------------
+
+
+def explain_lines(process: dict[str, Any], collect_garbage: bool) -> list[str]:
+    """The plain-words summary of one process's explanation."""
+    data = process.get("explain")
+    name = process["name"]
+    if process.get("error") is not None:
+        return [f"{name}: no explanation (the worker went down)"]
+    if not process["tests"] or not data:
+        return []  # the controller, or a worker that ran nothing
+    growth = process["rss_growth"]
+    lines = [f"{name}: RSS {_signed(growth)} over {process['tests']} tests (from {_mib(process['start_rss'])})"]
+    coll = data["collection"]
+    lines.append(
+        f"  collection (importing test files and what they import, {coll['modules']} modules) before the first test: "
+        f"{_signed(coll['rss_growth'])}"
+    )
+    imports = data["imports"]
+    if imports["modules"]:
+        packages = ", ".join(f"{p['name']} ({p['modules']})" for p in imports["packages"][:4])
+        lines.append(
+            f"  imports during tests: {imports['modules']} modules first imported in {imports['tests']} tests "
+            f"(mostly {packages}); those tests grew RSS by {_signed(imports['rss_growth'])}. Module state lives as "
+            "long as the process: no memsafe-fix rule or option frees it."
+        )
+    else:
+        lines.append("  imports during tests: none")
+    sampled = data["sampled"]
+    kept = data["kept"]
+    inst = data["instances"]
+    if sampled["tests"]:
+        lines.append(
+            f"  objects that survived their test ({sampled['tests']} of {process['tests']} tests sampled, "
+            "estimated for all):"
+        )
+        described = {
+            "self": "kept on test-class instances (self)",
+            "module state": "kept in module state (globals, class attributes, caches)",
+            "pytest": "kept by pytest's own bookkeeping",
+            "other": "kept elsewhere",
+            "imports": "the state of modules imported during the tests",
+        }
+        for category in ("self", "module state", "imports", "pytest", "other"):
+            entry = kept[category]
+            if not entry["sampled_objects"]:
+                continue
+            kinds = ", ".join(f"{t['type']} x{t['objects']}" for t in entry["types"][:4])
+            lines.append(f"    {described[category]}: ~{_mib(entry['estimated_bytes'])} ({kinds})")
+        holders = [h for h in data["holders"] if not h["holder"].startswith("(")]
+        if holders:
+            lines.append(
+                "    largest holders: "
+                + "; ".join(f"{h['holder']} ({_mib(h['sampled_bytes'])} sampled)" for h in holders[:3])
+            )
+        lines.append(
+            f"    garbage in reference cycles: ~{_mib(sampled['estimated_garbage_bytes'])} in "
+            f"{sampled['garbage_objects']:,} objects (sampled), freed by the collector later"
+        )
+    if inst["holding_state"]:
+        mocks = sum(inst["mocks"].values())
+        kinds = ", ".join(f"{kind} x{count}" for kind, count in list(inst["mocks"].items())[:3])
+        lines.append(
+            f"  {inst['holding_state']} test-class instances still hold {inst['attributes']} attributes after their "
+            f"test, {mocks} of them mocks"
+            + (f" ({kinds})" if kinds else "")
+            + (f", most in {inst['classes'][0]['class']}" if inst["classes"] else "")
+        )
+    lines.extend("  " + line for line in recommendations(process, collect_garbage))
+    return lines
+
+
+def recommendations(process: dict[str, Any], collect_garbage: bool) -> list[str]:
+    """What would free the growth: memsafe-fix rules, plugin options, or nothing."""
+    data = process["explain"]
+    growth = max(process["rss_growth"], 1)
+    kept = data["kept"]
+    inst = data["instances"]
+    significant = max(growth // 20, 1024**2)  # 5% of the growth, at least 1 MiB
+    advice = []
+    on_self = kept["self"]["estimated_bytes"]
+    if (on_self >= significant or sum(inst["mocks"].values()) >= 10) and not collect_garbage:
+        advice.append(
+            f"-> {_mib(on_self)} is kept on self: MSF006 (release-state, self.__dict__.clear() in the teardown) "
+            "or --memsafe-gc frees it after each test."
+        )
+    garbage = data["sampled"]["estimated_garbage_bytes"]
+    if garbage >= significant and not collect_garbage:
+        advice.append(
+            f"-> {_mib(garbage)} of garbage in cycles waits for Python's full collections: MSF002/MSF005 "
+            "(gc.collect(1) in the teardown) or --memsafe-gc frees it right after each test; RSS peaks lower, "
+            "growth that is kept does not change."
+        )
+    module_state = kept["module state"]["estimated_bytes"]
+    if module_state >= significant:
+        holder = next((h["holder"] for h in data["holders"] if not h["holder"].startswith("(")), "module globals")
+        advice.append(
+            f"-> {_mib(module_state)} is kept in module state (largest: {holder}): no memsafe-fix rule frees it; "
+            "clear or bound that cache in a fixture."
+        )
+    imported = data["imports"]["rss_growth"] + max(data["collection"]["rss_growth"], 0)
+    if imported >= growth // 2:
+        advice.append(
+            f"-> {_mib(imported)} of the growth came with imports (collection and tests): nothing frees it, "
+            "the pattern cannot help there; fewer xdist workers pay for it fewer times."
+        )
+    if not advice:
+        advice.append("-> nothing memsafe-fix or its plugin does would free a significant part of this growth.")
+    return advice
+
+
+def _signed(size: int) -> str:
+    return ("+" if size >= 0 else "-") + _mib(abs(size))
+
+
+def chart(processes: list[dict[str, Any]], colorless: bool) -> tuple[str | None, str]:
+    """(the terminal chart or None, a one-line note) of RSS after each test, per process."""
+    series = [(p["name"], p["explain"]["rss_series"]) for p in processes if p.get("explain")]
+    series = [(name, s) for name, s in series if s["rss"]]
+    if not series:
+        return None, ""
+    try:
+        import plotext
+    except ImportError:
+        return None, "chart: install pytest-memsafe[chart] (plotext) for a chart of RSS per test per worker"
+    try:
+        figure = plotext.figure
+        figure.clear()
+        figure.plot_size(78, 18)
+        figure.title("RSS (MiB) after each test, per process")
+        for name, data in series:
+            xs = [(index + 1) * data["every"] for index in range(len(data["rss"]))]
+            ys = [round(rss / 1024**2, 1) for rss in data["rss"]]
+            figure.draw(figure.signal(xs, ys).label(name).lines())
+        return figure.build().string(colorless=colorless), ""
+    except Exception as error:  # a chart must never fail the run
+        return None, f"chart: plotext could not draw it ({type(error).__name__}: {error})"
+
+
+def write_chart(processes: list[dict[str, Any]], path: Any) -> str:
+    """Save the chart to path (.html: a web page; else text), return a one-line note."""
+    text, note = chart(processes, colorless=True)
+    if text is None:
+        return note or "chart: no tests ran, no chart"
+    import plotext
+
+    try:
+        plotext.figure.build().save(str(path))
+    except Exception as error:
+        return f"chart: could not write {path} ({type(error).__name__}: {error})"
+    return f"chart written to {path}"
