@@ -33,13 +33,13 @@ import pytest
 
 # Share of the process's CPU time that sampling may take; a test is sampled when the time spent
 # sampling so far is under this share of the time the process has run since the plugin started.
-SAMPLE_BUDGET = 0.08
+SAMPLE_BUDGET = 0.15
 # CPU seconds sampling may take on top of the budget, so a short run gets some samples too.
 SAMPLE_ALLOWANCE = 0.5
 # A test that leaves more survivors than this is counted by type only.
 MAX_ANALYSED = 200_000
 # Holders looked up per sample (one heap walk, whose cost grows with the number looked up).
-MAX_ENTRIES = 64
+MAX_ENTRIES = 16
 # Untracked objects (str, bytes, numbers) held by a survivor are counted with it, except the ones
 # that are usually shared and not made by the test: identifiers (attribute names, keys), small ints.
 _SHARED = (None, True, False, Ellipsis, NotImplemented, "", b"", ())
@@ -99,14 +99,49 @@ def _shared(obj: object) -> bool:
     return cls in (type(None), bool, type(Ellipsis), type(NotImplemented)) or (cls in (bytes, tuple) and not obj)
 
 
+def _stratum(item: pytest.Item) -> str:
+    """A test class (``file::Class``), or the test functions of a file (``file``)."""
+    cls = getattr(item, "cls", None)
+    return item.nodeid.split("::")[0] + (f"::{cls.__qualname__}" if cls is not None else "")
+
+
+def _inner_refs(survivors: list[Any], new: dict[int, Any]) -> Counter[int]:
+    """id -> how many references the survivors hold to that survivor."""
+    inner: Counter[int] = Counter()
+    for obj in survivors:
+        for ref in gc.get_referents(obj):
+            if id(ref) in new:
+                inner[id(ref)] += 1
+    return inner
+
+
+def _held_from_outside(
+    survivors: list[Any], new: dict[int, Any], owner: dict[int, str], state: dict[str, Any] | None
+) -> list[Any]:
+    """Unclaimed survivors with more references than the survivors, the test's instance state and
+    this code hold: something made before the test (a module, a cache, pytest) holds them."""
+    inner = _inner_refs(survivors, new)
+    if state:  # (no loop variable: it would hold the last value)
+        inner.update(id(value) for value in list(state.values()))
+    baseline = _baseline_refs()
+    return [
+        obj
+        for obj in survivors
+        if id(obj) in new
+        and id(obj) not in owner
+        and type(obj) is not weakref.ReferenceType  # keeps nothing alive
+        and obj is not state  # the test's instance's own __dict__, made when setup_method set it
+        and sys.getrefcount(obj) - inner[id(obj)] > baseline
+    ]
+
+
 def _baseline_refs() -> int:
-    """References ``_claim_held`` itself holds to a survivor while it counts them: in the
-    survivors list, the ``new`` dict, the ``rest`` list, the comprehension's variable and
-    ``sys.getrefcount``'s argument (the count differs between Python versions)."""
-    probe = []
-    survivors, new, rest = [probe], {id(probe): probe}, [probe]
-    counts = [sys.getrefcount(obj) for obj in rest]
-    del survivors, new
+    """References ``_held_from_outside`` itself holds to a survivor while it counts them: the
+    survivors list, the ``new`` dict, the comprehension's variable and ``sys.getrefcount``'s
+    argument (the count differs between Python versions)."""
+    probe: list[Any] = []
+    survivors, new = [probe], {id(probe): probe}
+    counts = [sys.getrefcount(obj) for obj in survivors if id(obj) in new]
     return counts[0] - 1  # minus `probe` itself
 
 
@@ -125,8 +160,9 @@ class _Claimer:
         mine = [self, vars(self), new, self.owner, self.kept, self.extra, *self.kept.values()]
         self.counted: set[int] = own | {id(obj) for obj in mine}
 
-    def claim(self, roots: Any, category: str) -> int:
-        """Give the not yet claimed survivors reachable from roots to category; their bytes."""
+    def claim(self, roots: Any, category: str, weak: bool = False) -> int:
+        """Give the not yet claimed survivors reachable from roots to category; their bytes.
+        Weak references are left for the end (unless weak): they go with what they refer to."""
         new, owner, size = self.new, self.owner, self.size
         total = 0
         stack = list(roots)
@@ -134,7 +170,7 @@ class _Claimer:
             obj = stack.pop()
             key = id(obj)
             if key in new:
-                if key in owner:
+                if key in owner or (not weak and type(obj) is weakref.ReferenceType):
                     continue
                 owner[key] = category
                 self.kept[category].append(obj)
@@ -191,6 +227,7 @@ class Explainer:
         # Estimates are made per stratum (a test class, or a file's test functions): tests of one
         # class keep much the same, and the tests that are cheap to sample are not the typical ones.
         self.strata_tests: Counter[str] = Counter()
+        self.strata_sizes: Counter[str] = Counter()  # tests per stratum in the whole collection
         self.strata_sampled: Counter[str] = Counter()
         self.strata_bytes: dict[str, Counter[str]] = {}  # stratum -> category or "garbage" -> bytes
         self.uncounted_tests = 0  # samples with more survivors than MAX_ANALYSED
@@ -203,10 +240,10 @@ class Explainer:
             self.first_test_rss = self.rss()
             self.modules_at_first_test = len(sys.modules)
             self._new_modules()
+            self.strata_sizes = Counter(map(_stratum, item.session.items))
         modules = len(sys.modules)
         started = 0.0
-        cls = getattr(item, "cls", None)
-        stratum = item.nodeid.split("::")[0] + (f"::{cls.__qualname__}" if cls is not None else "")
+        stratum = _stratum(item)
         self.strata_tests[stratum] += 1
         if self._sample_now(stratum):
             started = time.process_time()
@@ -227,9 +264,13 @@ class Explainer:
 
     def _sample_now(self, stratum: str) -> bool:
         allowed = SAMPLE_ALLOWANCE + SAMPLE_BUDGET * (time.process_time() - self.cpu_start)
-        # The first test of a class (or of a file's functions) first; more of a stratum already
-        # sampled only while half the budget is unspent, so the classes that come later get theirs.
-        return self.sample_cpu <= (allowed if not self.strata_sampled[stratum] else allowed / 2)
+        # One test of each class (or of a file's test functions) first, but not its first test when
+        # it has more: the first one also pays for what is loaded once and cached (like an import).
+        # More of a stratum already sampled only while half the budget is unspent, so the classes
+        # that come later get theirs.
+        first_of_many = self.strata_tests[stratum] == 1 and self.strata_sizes[stratum] > 1
+        preferred = not self.strata_sampled[stratum] and not first_of_many
+        return self.sample_cpu <= (allowed if preferred else allowed / 2)
 
     def _new_modules(self) -> list[str]:
         if len(sys.modules) == len(self.known_modules):
@@ -307,21 +348,27 @@ class Explainer:
         new = {id(obj): obj for obj in survivors if id(obj) != ignore}
         claimer = _Claimer(new, size, self._own_ids() | {id(survivors)})
         claim, owner, kept, extra = claimer.claim, claimer.owner, claimer.kept, claimer.extra
-        if state:
-            claim(list(state.values()), "self")
         for name in new_modules:
             module = sys.modules.get(name)
             if module is not None:
                 claim([module], "imports")
+        # What something outside the test holds stays when the instance lets go of its state, so
+        # it is claimed before what only `self` holds: that part is what MSF006 would free.
+        entries = _held_from_outside(survivors, new, owner, state)
+        if entries:
+            self._claim_held(entries, new, claim, survivors)
+        del entries
+        if state:
+            claim([state, *state.values()], "self")  # the instance's __dict__ is made during the test
         for obj in survivors:  # a weak reference to what is claimed (a class's subclass registry)
-            if type(obj) is weakref.ReferenceType and id(obj) not in owner:
+            if type(obj) is weakref.ReferenceType and id(obj) in new and id(obj) not in owner:
                 target = owner.get(id(obj()))
                 if target is not None:
                     owner[id(obj)] = target
                     kept[target].append(obj)
-        rest = [obj for obj in survivors if id(obj) not in owner]
+        rest = [obj for obj in survivors if id(obj) in new and id(obj) not in owner]
         if rest:
-            self._claim_held(rest, new, owner, claim, survivors)
+            self.holders["(held from C code or a frame, or only in cycles)"] += claim(rest, "other", weak=True)
         del rest
         survivors_bytes = 0
         for category, objs in kept.items():
@@ -349,51 +396,31 @@ class Explainer:
             types_[key] += 1
             nbytes[key] += size(obj)
 
-    def _claim_held(
-        self, rest: list[Any], new: dict[int, Any], owner: dict[int, str], claim: Any, survivors: list
-    ) -> None:
-        """Find who outside the test's objects holds the rest, and name it."""
-        # Held from outside: more references than the test's survivors and this code account for.
-        inner: Counter[int] = Counter()
-        for obj in survivors:
-            for ref in gc.get_referents(obj):
-                if id(ref) in new:
-                    inner[id(ref)] += 1
-        # sys.getrefcount's argument, the `survivors` list, the `new` dict and `rest`: 4.
-        entries = [obj for obj in rest if sys.getrefcount(obj) - inner[id(obj)] > _baseline_refs()]
-        inner.clear()
-        if not entries:
-            self.holders["(held from C code or a frame)"] += claim(rest, "other")
-            return
-        # Reach from each entry first, to know which entries matter most.
+    def _claim_held(self, entries: list[Any], new: dict[int, Any], claim: Any, survivors: list) -> None:
+        """Find who outside the test's objects holds the largest entries, and name it."""
         reach: list[tuple[int, int]] = []
         scratch: dict[int, str] = {}
         for index, entry in enumerate(entries):
-            reach.append((self._reach_size(entry, new, owner, scratch), index))
+            reach.append((self._reach_size(entry, new, scratch), index))
         reach.sort(reverse=True)
         top = [entries[index] for _, index in reach[:MAX_ENTRIES]]
         gc.unfreeze()  # get_referrers skips the frozen generation, where the holders are
         try:
-            labels = self._holders(top, new, exclude=(survivors, rest, entries, top, reach))
+            labels = self._holders(top, new, exclude=(survivors, entries, top, reach))
         finally:
             gc.freeze()
         for entry in top:
-            category, label = labels.get(id(entry), ("other", "(held from C code or a frame)"))
-            nbytes = claim([entry], category)
-            if label is not None:
-                self.holders[label] += nbytes
-        remaining = [obj for obj in rest if id(obj) not in owner]
-        if remaining:
-            nbytes = claim(remaining, "other")
-            self.holders["(smaller holders, not looked up)"] += nbytes
+            category, label = labels.get(id(entry), ("other", "(held from C code or a frame, or only in cycles)"))
+            self.holders[label] += claim([entry], category)
+        self.holders["(smaller holders, not looked up)"] += claim(entries, "other")
 
-    def _reach_size(self, entry: Any, new: dict[int, Any], owner: dict[int, str], seen: dict[int, str]) -> int:
+    def _reach_size(self, entry: Any, new: dict[int, Any], seen: dict[int, str]) -> int:
         total = 0
         stack = [entry]
         while stack:
             obj = stack.pop()
             key = id(obj)
-            if key not in new or key in owner or key in seen:
+            if key not in new or key in seen:
                 continue
             seen[key] = ""
             total += self.sizer(obj)
