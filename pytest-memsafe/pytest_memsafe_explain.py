@@ -43,6 +43,8 @@ MAX_ENTRIES = 16
 # Untracked objects (str, bytes, numbers) held by a survivor are counted with it, except the ones
 # that are usually shared and not made by the test: identifiers (attribute names, keys), small ints.
 _SHARED = (None, True, False, Ellipsis, NotImplemented, "", b"", ())
+# Objects walked at the end to size what test instances and named holders keep (per process).
+END_LIMIT = 3_000_000
 MAX_SERIES = 2000  # RSS points kept per process for the chart: the largest of each bucket
 TOP = 6
 PYTEST_PACKAGES = ("_pytest", "pytest", "pluggy", "xdist", "execnet", "py", "iniconfig")
@@ -97,6 +99,90 @@ def _shared(obj: object) -> bool:
     if cls is int:
         return -5 <= obj <= 256  # type: ignore[operator]
     return cls in (type(None), bool, type(Ellipsis), type(NotImplemented)) or (cls in (bytes, tuple) and not obj)
+
+
+def _global_getter(module: str, name: str) -> Callable[[], Any]:
+    """The value of a module's global at the time of the call (no reference kept until then)."""
+    return lambda: getattr(sys.modules.get(module), name, None)
+
+
+def _attribute_getter(owner: Any, name: str | None) -> Callable[[], Any]:
+    """A class's attribute (or, with no name, the object itself) later, if it is still alive."""
+    try:
+        ref = weakref.ref(owner)
+    except TypeError:
+        return lambda: None
+    return lambda: ref() if name is None else vars(ref()).get(name) if ref() is not None else None
+
+
+def _walkable(obj: object) -> bool:
+    """Whether a walk of what a holder keeps goes into obj: not into the program's shared parts
+    (modules, functions, code, classes other than a mock's own subclass) nor shared constants."""
+    if isinstance(obj, (types.ModuleType, types.FunctionType, types.CodeType, types.BuiltinFunctionType)):
+        return False
+    if isinstance(obj, type):
+        return _is_mock_type(obj)
+    return gc.is_tracked(obj) or not _shared(obj)
+
+
+def _closure(roots: list[Any], limit: int) -> tuple[dict[int, Any], bool]:
+    """id -> object for everything reachable from roots through walkable objects (at most limit)."""
+    members: dict[int, Any] = {}
+    stack = list(roots)
+    while stack:
+        obj = stack.pop()
+        if id(obj) in members or not _walkable(obj):
+            continue
+        members[id(obj)] = obj
+        if len(members) >= limit:
+            return members, True
+        stack.extend(gc.get_referents(obj))
+    return members, False
+
+
+def _extra_refs(members: dict[int, Any], inner: Counter[int]) -> dict[int, int]:
+    """id -> references to the member beyond the members' own (and this function's)."""
+    return {key: sys.getrefcount(obj) - inner[key] for key, obj in members.items()}
+
+
+def exclusive_size(roots: list[Any], size: Callable[[object], int], limit: int) -> tuple[int, Counter[str], bool]:
+    """Bytes (and types) of what only roots keep alive: what would be freed if they let go.
+    An object something else also refers to stays, with all it refers to."""
+    members, truncated = _closure(roots, limit)
+    inner: Counter[int] = Counter()
+    for obj in members.values():
+        for ref in gc.get_referents(obj):
+            if id(ref) in members:
+                inner[id(ref)] += 1
+    probe: list[Any] = []
+    baseline = _extra_refs({id(probe): probe}, Counter())[id(probe)] - 1  # minus `probe` itself
+    root_ids = {id(root) for root in roots}
+    extra = _extra_refs(members, inner)
+    stack = [members[key] for key, count in extra.items() if count > baseline and key not in root_ids]
+    retained: set[int] = set(root_ids)
+    while stack:
+        obj = stack.pop()
+        if id(obj) in retained or id(obj) not in members:
+            continue
+        retained.add(id(obj))
+        stack.extend(gc.get_referents(obj))
+    kinds: Counter[str] = Counter()
+    total = 0
+    for key, obj in members.items():
+        if key not in retained:
+            nbytes = size(obj)
+            total += nbytes
+            kinds[_kind(obj)] += nbytes
+    return total, kinds, truncated
+
+
+def _kind(obj: object) -> str:
+    cls = type(obj)
+    if cls is type:
+        return "mock class" if _is_mock_type(obj) else "class"  # type: ignore[arg-type]
+    if _is_mock_type(cls) or cls.__module__ in ("builtins", "unittest.mock"):
+        return cls.__name__
+    return _type_name(cls)
 
 
 def _stratum(item: pytest.Item) -> str:
@@ -224,6 +310,8 @@ class Explainer:
         self.kept_types: dict[str, Counter[str]] = {category: Counter() for category in CATEGORIES}
         self.type_bytes: dict[str, Counter[str]] = {category: Counter() for category in CATEGORIES}
         self.holders: Counter[str] = Counter()  # "module state" and "other" holders -> bytes
+        self.holder_paths: dict[str, Callable[[], Any]] = {}  # holder -> how to find it at the end
+        self.instance_refs: list[weakref.ref[Any]] = []  # test-class instances that kept state
         # Estimates are made per stratum (a test class, or a file's test functions): tests of one
         # class keep much the same, and the tests that are cheap to sample are not the typical ones.
         self.strata_tests: Counter[str] = Counter()
@@ -299,6 +387,10 @@ class Explainer:
             else:
                 heapq.heappushpop(self.import_top, entry)
         if state:
+            try:
+                self.instance_refs.append(weakref.ref(item.instance))
+            except TypeError:
+                pass
             self.instances += 1
             self.instance_attrs += len(state)
             mocks = [type(value).__name__ for value in list(state.values()) if _is_mock_type(type(value))]
@@ -387,12 +479,7 @@ class Explainer:
         types_ = self.kept_types[category]
         nbytes = self.type_bytes[category]
         for obj in objs:
-            cls = type(obj)
-            name = ("mock class" if _is_mock_type(obj) else "class") if cls is type else cls.__name__
-            if _is_mock_type(cls) or cls.__module__ in ("builtins", "unittest.mock"):
-                key = name
-            else:
-                key = _type_name(cls)
+            key = _kind(obj)
             types_[key] += 1
             nbytes[key] += size(obj)
 
@@ -446,6 +533,8 @@ class Explainer:
             if key in module_dicts:
                 names = [name for name, value in list(holder.items()) if id(value) in held]
                 label = f"{module_dicts[key]}.{names[0] if names else '?'}"
+                if names:
+                    self.holder_paths.setdefault(label, _global_getter(module_dicts[key], names[0]))
                 for ref in held:
                     result[ref] = (self._module_category(module_dicts[key]), label)
                 continue
@@ -477,12 +566,18 @@ class Explainer:
                 if key in module_dicts:
                     names = [name for name, value in list(outer.items()) if value is holder]
                     found[hid] = f"{module_dicts[key]}.{names[0] if names else '?'}"
+                    if names:
+                        self.holder_paths.setdefault(found[hid], _global_getter(module_dicts[key], names[0]))
                 elif isinstance(outer, type):
-                    found[hid] = f"{_type_name(outer)} (a class attribute)"
+                    names = [name for name, value in list(vars(outer).items()) if value is holder]
+                    found[hid] = f"{_type_name(outer)}.{names[0] if names else '?'} (a class attribute)"
+                    if names:
+                        self.holder_paths.setdefault(found[hid], _attribute_getter(outer, names[0]))
                 elif type(outer).__name__ == "_lru_cache_wrapper":
                     found[hid] = (
                         f"{getattr(outer, '__module__', '?')}.{getattr(outer, '__qualname__', '?')} (lru_cache)"
                     )
+                    self.holder_paths.setdefault(found[hid], _attribute_getter(outer, None))
                 elif type(outer) is dict and hid not in found:
                     # A class's namespace: the type refers to it.
                     continue
@@ -553,8 +648,38 @@ class Explainer:
             total += unsampled * sum(found[key] for found in self.strata_bytes.values()) / self.sampled
         return int(total)
 
+    def _at_end(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """What the test-class instances alive now keep that nothing else does (what MSF006 and
+        --memsafe-gc free), and what the module-state holders found by sampling hold now."""
+        states = []
+        for ref in self.instance_refs:
+            state = getattr(ref(), "__dict__", None)
+            if state:
+                states.append(state)
+        nbytes, kinds, truncated = exclusive_size(states, self.sizer, END_LIMIT)
+        del states
+        kept_by_self = {
+            "instances": len(self.instance_refs),
+            "only_they_keep_bytes": nbytes,
+            "types": [{"type": name, "bytes": size} for name, size in kinds.most_common(TOP)],
+            "truncated": truncated,
+        }
+        holders = []
+        for label, getter in self.holder_paths.items():
+            if self._module_category(label) != "module state":
+                continue
+            obj = getter()
+            if obj is None:
+                continue
+            members, truncated = _closure([obj], END_LIMIT)
+            holders.append({"holder": label, "bytes": sum(map(self.sizer, members.values())), "truncated": truncated})
+            del members, obj
+        holders.sort(key=lambda holder: holder["bytes"], reverse=True)
+        return kept_by_self, holders[:TOP]
+
     def summary(self, start_rss: int, end_rss: int, tests: int) -> dict[str, Any]:
         """This process's explanation, JSON types only (xdist sends it to the controller)."""
+        kept_by_self, module_holders = self._at_end()
         series = self.series + ([max(self.pending)] if self.pending else [])
         first = self.first_test_rss if self.first_test_rss is not None else end_rss
         kept = {
@@ -585,6 +710,7 @@ class Explainer:
                 ],
             },
             "instances": {
+                **kept_by_self,
                 "holding_state": self.instances,
                 "attributes": self.instance_attrs,
                 "mocks": dict(self.mocks_on_self.most_common()),
@@ -601,6 +727,7 @@ class Explainer:
                 "too_many_to_analyse": self.uncounted_tests,
             },
             "kept": kept,
+            "module_state_holders": module_holders,
             "holders": [
                 {"holder": label, "sampled_bytes": nbytes} for label, nbytes in self.holders.most_common(TOP) if nbytes
             ],
@@ -611,6 +738,19 @@ class Explainer:
 # --- the controller's side: words and a chart -----------------------------------------------------
 
 
+def _parts(process: dict[str, Any]) -> dict[str, int]:
+    """The process's growth split into the parts the explanation can name, in bytes."""
+    data = process["explain"]
+    parts = {
+        "collection": max(data["collection"]["rss_growth"], 0),
+        "imports": data["imports"]["rss_growth"],
+        "self": data["instances"]["only_they_keep_bytes"],
+        "module state": sum(holder["bytes"] for holder in data["module_state_holders"]),
+    }
+    parts["unexplained"] = max(process["rss_growth"] - sum(parts.values()), 0)
+    return parts
+
+
 def explain_lines(process: dict[str, Any], collect_garbage: bool) -> list[str]:
     """The plain-words summary of one process's explanation."""
     data = process.get("explain")
@@ -619,63 +759,51 @@ def explain_lines(process: dict[str, Any], collect_garbage: bool) -> list[str]:
         return [f"{name}: no explanation (the worker went down)"]
     if not process["tests"] or not data:
         return []  # the controller, or a worker that ran nothing
-    growth = process["rss_growth"]
-    lines = [f"{name}: RSS {_signed(growth)} over {process['tests']} tests (from {_mib(process['start_rss'])})"]
-    coll = data["collection"]
-    lines.append(
-        f"  collection (importing test files and what they import, {coll['modules']} modules) before the first test: "
-        f"{_signed(coll['rss_growth'])}"
-    )
-    imports = data["imports"]
+    parts = _parts(process)
+    coll, imports, inst, sampled = data["collection"], data["imports"], data["instances"], data["sampled"]
+    lines = [
+        f"{name}: RSS {_signed(process['rss_growth'])} over {process['tests']} tests (from {_mib(process['start_rss'])})"
+    ]
+    line = f"  imports: {_signed(coll['rss_growth'])} while collecting ({coll['modules']} modules)"
     if imports["modules"]:
-        packages = ", ".join(f"{p['name']} ({p['modules']})" for p in imports["packages"][:4])
-        lines.append(
-            f"  imports during tests: {imports['modules']} modules first imported in {imports['tests']} tests "
-            f"(mostly {packages}); those tests grew RSS by {_signed(imports['rss_growth'])}. Module state lives as "
-            "long as the process: no memsafe-fix rule or option frees it."
+        packages = ", ".join(f"{p['name']} {p['modules']}" for p in imports["packages"][:4])
+        line += (
+            f"; {_signed(imports['rss_growth'])} in the {imports['tests']} tests that first imported "
+            f"{imports['modules']} more ({packages})"
         )
-    else:
-        lines.append("  imports during tests: none")
-    sampled = data["sampled"]
-    kept = data["kept"]
-    inst = data["instances"]
-    if sampled["tests"]:
-        lines.append(
-            f"  objects that survived their test ({sampled['tests']} of {process['tests']} tests sampled, "
-            "estimated for all):"
-        )
-        described = {
-            "self": "kept on test-class instances (self)",
-            "module state": "kept in module state (globals, class attributes, caches)",
-            "pytest": "kept by pytest's own bookkeeping",
-            "other": "kept elsewhere",
-            "imports": "the state of modules imported during the tests",
-        }
-        for category in ("self", "module state", "imports", "pytest", "other"):
-            entry = kept[category]
-            if not entry["sampled_objects"]:
-                continue
-            kinds = ", ".join(f"{t['type']} x{t['objects']}" for t in entry["types"][:4])
-            lines.append(f"    {described[category]}: ~{_mib(entry['estimated_bytes'])} ({kinds})")
-        holders = [h for h in data["holders"] if not h["holder"].startswith("(")]
-        if holders:
-            lines.append(
-                "    largest holders: "
-                + "; ".join(f"{h['holder']} ({_mib(h['sampled_bytes'])} sampled)" for h in holders[:3])
-            )
-        lines.append(
-            f"    garbage in reference cycles: ~{_mib(sampled['estimated_garbage_bytes'])} in "
-            f"{sampled['garbage_objects']:,} objects (sampled), freed by the collector later"
-        )
+    lines.append(line)
     if inst["holding_state"]:
         mocks = sum(inst["mocks"].values())
         kinds = ", ".join(f"{kind} x{count}" for kind, count in list(inst["mocks"].items())[:3])
+        what = ", ".join(f"{t['type']} {_mib(t['bytes'])}" for t in inst["types"][:4])
         lines.append(
-            f"  {inst['holding_state']} test-class instances still hold {inst['attributes']} attributes after their "
-            f"test, {mocks} of them mocks"
-            + (f" ({kinds})" if kinds else "")
-            + (f", most in {inst['classes'][0]['class']}" if inst["classes"] else "")
+            f"  test-class instances (self): {inst['holding_state']} still hold {inst['attributes']} attributes"
+            + (f", {mocks} of them mocks ({kinds})" if mocks else "")
+            + f"; what only they keep: {_mib(inst['only_they_keep_bytes'])}"
+            + (" or more" if inst["truncated"] else "")
+            + (f" ({what})" if what else "")
         )
+    else:
+        lines.append("  test-class instances (self): none holds state after its test")
+    if data["module_state_holders"]:
+        holders = "; ".join(f"{h['holder']} {_mib(h['bytes'])}" for h in data["module_state_holders"][:4])
+        lines.append(f"  module state that grew during sampled tests, its size now: {holders}")
+    if sampled["tests"]:
+        kept = data["kept"]
+        per = ", ".join(
+            f"{label} ~{_mib(kept[key]['estimated_bytes'])}"
+            for key, label in (("module state", "module state"), ("pytest", "pytest"), ("other", "elsewhere"))
+            if kept[key]["sampled_objects"]
+        )
+        lines.append(
+            f"  sampled {sampled['tests']} tests of {sampled['classes_and_files_sampled']} classes or files "
+            f"(of {sampled['classes_and_files']}): objects they kept, estimated for all tests: {per or 'none'}; "
+            f"garbage in reference cycles ~{_mib(sampled['estimated_garbage_bytes'])}"
+        )
+    lines.append(
+        f"  not explained by Python objects above: {_mib(parts['unexplained'])} (freed memory the allocator keeps, "
+        "memory outside Python objects, objects loaded once and cached)"
+    )
     lines.extend("  " + line for line in recommendations(process, collect_garbage))
     return lines
 
@@ -683,39 +811,41 @@ def explain_lines(process: dict[str, Any], collect_garbage: bool) -> list[str]:
 def recommendations(process: dict[str, Any], collect_garbage: bool) -> list[str]:
     """What would free the growth: memsafe-fix rules, plugin options, or nothing."""
     data = process["explain"]
+    parts = _parts(process)
     growth = max(process["rss_growth"], 1)
-    kept = data["kept"]
-    inst = data["instances"]
     significant = max(growth // 20, 1024**2)  # 5% of the growth, at least 1 MiB
     advice = []
-    on_self = kept["self"]["estimated_bytes"]
-    if (on_self >= significant or sum(inst["mocks"].values()) >= 10) and not collect_garbage:
+    if parts["self"] >= significant and not collect_garbage:
         advice.append(
-            f"-> {_mib(on_self)} is kept on self: MSF006 (release-state, self.__dict__.clear() in the teardown) "
-            "or --memsafe-gc frees it after each test."
+            f"-> {_mib(parts['self'])} is kept only by test-class instances: MSF006 (release-state: "
+            "self.__dict__.clear() in the teardown) or --memsafe-gc frees it after each test."
         )
     garbage = data["sampled"]["estimated_garbage_bytes"]
     if garbage >= significant and not collect_garbage:
         advice.append(
-            f"-> {_mib(garbage)} of garbage in cycles waits for Python's full collections: MSF002/MSF005 "
-            "(gc.collect(1) in the teardown) or --memsafe-gc frees it right after each test; RSS peaks lower, "
-            "growth that is kept does not change."
+            f"-> ~{_mib(garbage)} of garbage in reference cycles waits for Python's full collections: MSF002/MSF005 "
+            "(gc.collect(1) in the teardown) or --memsafe-gc frees it after each test; that lowers the peak, "
+            "not what is kept."
         )
-    module_state = kept["module state"]["estimated_bytes"]
-    if module_state >= significant:
-        holder = next((h["holder"] for h in data["holders"] if not h["holder"].startswith("(")), "module globals")
+    if parts["module state"] >= significant:
+        holder = data["module_state_holders"][0]["holder"]
         advice.append(
-            f"-> {_mib(module_state)} is kept in module state (largest: {holder}): no memsafe-fix rule frees it; "
-            "clear or bound that cache in a fixture."
+            f"-> {_mib(parts['module state'])} is module state (largest: {holder}): no memsafe-fix rule frees it; "
+            "clear or bound it in a fixture."
         )
-    imported = data["imports"]["rss_growth"] + max(data["collection"]["rss_growth"], 0)
-    if imported >= growth // 2:
+    imported = parts["collection"] + parts["imports"]
+    if imported >= significant:
         advice.append(
-            f"-> {_mib(imported)} of the growth came with imports (collection and tests): nothing frees it, "
-            "the pattern cannot help there; fewer xdist workers pay for it fewer times."
+            f"-> {_mib(imported)} came with imports: nothing frees it (each worker pays it once); "
+            "the pattern cannot help there."
         )
-    if not advice:
-        advice.append("-> nothing memsafe-fix or its plugin does would free a significant part of this growth.")
+    if parts["unexplained"] >= growth // 2:
+        advice.append(
+            f"-> {_mib(parts['unexplained'])} is not held by Python objects the explanation sees: "
+            "no memsafe-fix rule or option frees it."
+        )
+    if not any(line.startswith(("-> " + _mib(parts["self"]),)) for line in advice) and parts["self"] < significant:
+        advice.append("-> MSF006 and --memsafe-gc would free little here: tests keep little on self.")
     return advice
 
 
