@@ -44,7 +44,9 @@ MAX_ENTRIES = 16
 # that are usually shared and not made by the test: identifiers (attribute names, keys), small ints.
 _SHARED = (None, True, False, Ellipsis, NotImplemented, "", b"", ())
 # Objects walked at the end to size what test instances and named holders keep (per process).
-END_LIMIT = 3_000_000
+END_LIMIT = 300_000
+# Test-class instances whose state is walked at the end (evenly spread; the bytes are scaled up).
+MAX_INSTANCES = 200
 MAX_SERIES = 2000  # RSS points kept per process for the chart: the largest of each bucket
 TOP = 6
 PYTEST_PACKAGES = ("_pytest", "pytest", "pluggy", "xdist", "execnet", "py", "iniconfig")
@@ -72,19 +74,18 @@ class _Sizer:
     later assertion on its calls would see it), and a class's own ``__sizeof__`` may do anything."""
 
     def __init__(self) -> None:
-        # Weak: a test's classes (a mock's own subclass) must not live on for the cache's sake.
-        self.native: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
+        # A mock's own subclass is never cached: the cache must not keep a test's classes alive.
+        self.native: dict[type, bool] = {}
 
     def __call__(self, obj: object) -> int:
         cls = type(obj)
         native = self.native.get(cls)
         if native is None:
             found = next((vars(k)["__sizeof__"] for k in cls.__mro__ if "__sizeof__" in vars(k)), None)
-            native = isinstance(found, _C_SIZEOF) and not _is_mock_type(cls)
-            try:
+            mock = _is_mock_type(cls)
+            native = isinstance(found, _C_SIZEOF) and not mock
+            if not mock:
                 self.native[cls] = native
-            except TypeError:
-                pass
         try:
             return sys.getsizeof(obj, 0) if native else object.__sizeof__(obj)
         except Exception:
@@ -115,28 +116,36 @@ def _attribute_getter(owner: Any, name: str | None) -> Callable[[], Any]:
     return lambda: ref() if name is None else vars(ref()).get(name) if ref() is not None else None
 
 
-def _walkable(obj: object) -> bool:
-    """Whether a walk of what a holder keeps goes into obj: not into the program's shared parts
-    (modules, functions, code, classes other than a mock's own subclass) nor shared constants."""
-    if isinstance(obj, (types.ModuleType, types.FunctionType, types.CodeType, types.BuiltinFunctionType)):
-        return False
-    if isinstance(obj, type):
-        return _is_mock_type(obj)
-    return gc.is_tracked(obj) or not _shared(obj)
+_NOT_WALKED = frozenset(
+    {types.ModuleType, types.FunctionType, types.CodeType, types.BuiltinFunctionType, type(None), bool}
+)
 
 
 def _closure(roots: list[Any], limit: int) -> tuple[dict[int, Any], bool]:
-    """id -> object for everything reachable from roots through walkable objects (at most limit)."""
+    """id -> object for everything reachable from roots (at most limit objects), not going into
+    the program's shared parts (modules, functions, code, classes other than a mock's own
+    subclass) nor into shared constants (identifiers, small ints)."""
     members: dict[int, Any] = {}
     stack = list(roots)
+    pop, push, referents = stack.pop, stack.extend, gc.get_referents
     while stack:
-        obj = stack.pop()
-        if id(obj) in members or not _walkable(obj):
+        obj = pop()
+        key = id(obj)
+        if key in members:
             continue
-        members[id(obj)] = obj
+        cls = type(obj)
+        if cls in _NOT_WALKED:
+            continue
+        if cls is str or cls is int:
+            if not _shared(obj):
+                members[key] = obj
+            continue
+        if isinstance(obj, type) and not _is_mock_type(obj):
+            continue
+        members[key] = obj
         if len(members) >= limit:
             return members, True
-        stack.extend(gc.get_referents(obj))
+        push(referents(obj))
     return members, False
 
 
@@ -176,13 +185,21 @@ def exclusive_size(roots: list[Any], size: Callable[[object], int], limit: int) 
     return total, kinds, truncated
 
 
+_KINDS: dict[type, str] = {}
+
+
 def _kind(obj: object) -> str:
+    """A survivor's type as the report names it (a mock's own subclass by its mock class)."""
     cls = type(obj)
+    kind = _KINDS.get(cls)
+    if kind is not None:
+        return kind
     if cls is type:
         return "mock class" if _is_mock_type(obj) else "class"  # type: ignore[arg-type]
-    if _is_mock_type(cls) or cls.__module__ in ("builtins", "unittest.mock"):
-        return cls.__name__
-    return _type_name(cls)
+    if _is_mock_type(cls):
+        return cls.__name__  # not cached: one class per mock
+    kind = _KINDS[cls] = cls.__name__ if cls.__module__ in ("builtins", "unittest.mock") else _type_name(cls)
+    return kind
 
 
 def _stratum(item: pytest.Item) -> str:
@@ -595,7 +612,7 @@ class Explainer:
     def _own_ids(self) -> set[int]:
         """This explainer's own containers, which hold what they count, not what a test kept."""
         sizer = self.sizer
-        own = [self, vars(self), sizer, vars(sizer), sizer.native, getattr(sizer.native, "data", None)]
+        own = [self, vars(self), sizer, vars(sizer), sizer.native]
         own += [value for value in vars(self).values() if isinstance(value, (list, dict, set, Counter))]
         own += [*self.kept_types.values(), *self.type_bytes.values()]
         return {id(obj) for obj in own}
@@ -656,12 +673,18 @@ class Explainer:
             state = getattr(ref(), "__dict__", None)
             if state:
                 states.append(state)
+        alive = len(states)
+        step = max(len(states) / MAX_INSTANCES, 1.0)
+        states = [states[int(index * step)] for index in range(min(len(states), MAX_INSTANCES))]
         nbytes, kinds, truncated = exclusive_size(states, self.sizer, END_LIMIT)
+        scale = alive / len(states) if states else 0.0
+        walked = len(states)
         del states
         kept_by_self = {
-            "instances": len(self.instance_refs),
-            "only_they_keep_bytes": nbytes,
-            "types": [{"type": name, "bytes": size} for name, size in kinds.most_common(TOP)],
+            "instances_alive": alive,
+            "instances_walked": walked,
+            "only_they_keep_bytes": int(nbytes * scale),
+            "types": [{"type": name, "bytes": int(size * scale)} for name, size in kinds.most_common(TOP)],
             "truncated": truncated,
         }
         holders = []
@@ -885,6 +908,7 @@ def write_chart(processes: list[dict[str, Any]], path: Any) -> str:
     import plotext
 
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         plotext.figure.build().save(str(path))
     except Exception as error:
         return f"chart: could not write {path} ({type(error).__name__}: {error})"
