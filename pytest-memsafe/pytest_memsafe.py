@@ -66,6 +66,22 @@ Options
           ]
         }
 
+``--memsafe-explain``, ``--memsafe-chart=PATH``
+    ``--memsafe-report`` (or the given ``=json:PATH``) plus, for each process, where its growth
+    went and what would free it: RSS growth while collecting and in the tests that first imported
+    modules (how many, from which packages); what the test-class instances still hold and what
+    only they keep (what MSF006 and ``--memsafe-gc`` free), walked at the end; the module globals
+    and class attributes that kept objects of sampled tests, and their size at the end; objects
+    kept by pytest or elsewhere and garbage in reference cycles, per sampled test and estimated
+    for all; the growth none of this explains; then what would free each part, or that nothing
+    would. In the JSON, each process has an ``explain`` object with the same data and
+    ``rss_series`` (RSS after each test, at most 2,000 points). With plotext installed
+    (``pytest-memsafe[chart]``) the terminal report ends with a chart of RSS per test per process,
+    and ``--memsafe-chart=PATH`` also saves it (``.html``: a web page); without plotext one line
+    says so. The code is in ``pytest_memsafe_explain.py``, imported only with these options; its
+    module docstring says how tests are sampled (at most 15% of the CPU time, plus 0.5 s) and
+    what a sampled test sees (the heap frozen while it runs).
+
 ``--memsafe-max-rss=SIZE``
     Memory budget. SIZE is bytes or a number with ``K``, ``M``, ``G`` or ``T`` (binary units,
     ``M``, ``MB`` and ``MiB`` all mean 1024**2 bytes): ``500M``, ``1.5G``, ``800MiB``,

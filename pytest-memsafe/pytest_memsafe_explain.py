@@ -16,6 +16,21 @@ tracked objects the test made and left alive, without walking the rest of the he
 ``gc.unfreeze()`` puts everything back. Only finding who holds the survivors (one
 ``gc.get_referrers`` call, or two) walks the whole heap. Objects the collector does not track
 (``str``, ``bytes``, numbers) are counted only where a surviving container holds them.
+
+Which tests are sampled: at most ``SAMPLE_BUDGET`` (15%) of the process's CPU time so far, plus
+``SAMPLE_ALLOWANCE`` (0.5 s), goes to sampling. One test of each test class (or of a file's test
+functions) comes first, and not the first test of a class that has more: the first one also pays
+for what is loaded once and cached. Per-test numbers are scaled up per class (its samples' mean
+times its tests). What a sampled test itself sees: the heap frozen while it runs, so in it
+``gc.get_objects()`` and ``gc.get_referrers()`` see only what the test made, and
+``gc.get_freeze_count()`` is not 0; a test that calls ``gc.freeze()``/``gc.unfreeze()`` itself
+spoils that sample.
+
+At the end of the session two walks give sizes that are not estimates: what the test-class
+instances still alive keep that nothing else refers to (the instances' ``__dict__``; at most
+``MAX_INSTANCES`` instances, evenly spread, scaled up; at most ``END_LIMIT`` objects) and what
+each module global or class attribute found holding a sampled test's objects holds now. The
+walks stop at modules, functions, code and classes (a mock's own subclass excepted).
 """
 
 from __future__ import annotations
