@@ -683,11 +683,14 @@ class Explainer:
     def _at_end(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """What the test-class instances alive now keep that nothing else does (what MSF006 and
         --memsafe-gc free), and what the module-state holders found by sampling hold now."""
+        # The instances, not their __dict__: on Python 3.13 an instance's attributes are its own
+        # (inline values), and its materialized __dict__ does not refer to them for the collector.
         states = []
         for ref in self.instance_refs:
-            state = getattr(ref(), "__dict__", None)
-            if state:
-                states.append(state)
+            instance = ref()
+            if getattr(instance, "__dict__", None):
+                states.append(instance)
+        del instance
         alive = len(states)
         step = max(len(states) / MAX_INSTANCES, 1.0)
         states = [states[int(index * step)] for index in range(min(len(states), MAX_INSTANCES))]
@@ -817,14 +820,17 @@ def explain_lines(process: dict[str, Any], collect_garbage: bool) -> list[str]:
         lines.append(
             f"  test-class instances (self): {inst['holding_state']} still hold {inst['attributes']} attributes"
             + (f", {mocks} of them mocks ({kinds})" if mocks else "")
-            + f"; what only they keep: {_mib(inst['only_they_keep_bytes'])}"
+            + f"; what only they keep ({inst['instances_walked']} walked): {_mib(inst['only_they_keep_bytes'])}"
             + (" or more" if inst["truncated"] else "")
             + (f" ({what})" if what else "")
         )
     else:
         lines.append("  test-class instances (self): none holds state after its test")
     if data["module_state_holders"]:
-        holders = "; ".join(f"{h['holder']} {_mib(h['bytes'])}" for h in data["module_state_holders"][:4])
+        holders = "; ".join(
+            f"{h['holder']} {_mib(h['bytes'])}{' or more' if h['truncated'] else ''}"
+            for h in data["module_state_holders"][:4]
+        )
         lines.append(f"  module state that grew during sampled tests, its size now: {holders}")
     if sampled["tests"]:
         kept = data["kept"]
