@@ -79,7 +79,7 @@ Options
     (``pytest-memsafe[chart]``) the terminal report ends with a chart of RSS per test per process,
     and ``--memsafe-chart=PATH`` also saves it (``.html``: a web page); without plotext one line
     says so. The code is in ``pytest_memsafe_explain.py``, imported only with these options; its
-    module docstring says how tests are sampled (at most 15% of the CPU time, plus 0.5 s) and
+    module docstring says how tests are sampled (at most 8% of the CPU time, plus 0.3 s) and
     what a sampled test sees (the heap frozen while it runs).
 
 ``--memsafe-max-rss=SIZE``

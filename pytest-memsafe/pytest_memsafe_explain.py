@@ -17,8 +17,8 @@ tracked objects the test made and left alive, without walking the rest of the he
 ``gc.get_referrers`` call, or two) walks the whole heap. Objects the collector does not track
 (``str``, ``bytes``, numbers) are counted only where a surviving container holds them.
 
-Which tests are sampled: at most ``SAMPLE_BUDGET`` (15%) of the process's CPU time so far, plus
-``SAMPLE_ALLOWANCE`` (0.5 s), goes to sampling. One test of each test class (or of a file's test
+Which tests are sampled: at most ``SAMPLE_BUDGET`` (8%) of the process's CPU time so far, plus
+``SAMPLE_ALLOWANCE`` (0.3 s), goes to sampling. One test of each test class (or of a file's test
 functions) comes first, and not the first test of a class that has more: the first one also pays
 for what is loaded once and cached. Per-test numbers are scaled up per class (its samples' mean
 times its tests). What a sampled test itself sees: the heap frozen while it runs, so in it
@@ -48,9 +48,9 @@ import pytest
 
 # Share of the process's CPU time that sampling may take; a test is sampled when the time spent
 # sampling so far is under this share of the time the process has run since the plugin started.
-SAMPLE_BUDGET = 0.15
+SAMPLE_BUDGET = 0.08
 # CPU seconds sampling may take on top of the budget, so a short run gets some samples too.
-SAMPLE_ALLOWANCE = 0.5
+SAMPLE_ALLOWANCE = 0.3
 # A test that leaves more survivors than this is counted by type only.
 MAX_ANALYSED = 200_000
 # Holders looked up per sample (one heap walk, whose cost grows with the number looked up).
@@ -59,9 +59,9 @@ MAX_ENTRIES = 16
 # that are usually shared and not made by the test: identifiers (attribute names, keys), small ints.
 _SHARED = (None, True, False, Ellipsis, NotImplemented, "", b"", ())
 # Objects walked at the end to size what test instances and named holders keep (per process).
-END_LIMIT = 300_000
+END_LIMIT = 200_000
 # Test-class instances whose state is walked at the end (evenly spread; the bytes are scaled up).
-MAX_INSTANCES = 200
+MAX_INSTANCES = 100
 MAX_SERIES = 2000  # RSS points kept per process for the chart: the largest of each bucket
 TOP = 6
 PYTEST_PACKAGES = ("_pytest", "pytest", "pluggy", "xdist", "execnet", "py", "iniconfig")
@@ -686,6 +686,7 @@ class Explainer:
         # The instances, not their __dict__: on Python 3.13 an instance's attributes are its own
         # (inline values), and its materialized __dict__ does not refer to them for the collector.
         states = []
+        instance = None
         for ref in self.instance_refs:
             instance = ref()
             if getattr(instance, "__dict__", None):

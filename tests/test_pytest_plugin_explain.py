@@ -151,7 +151,8 @@ def test_modules_first_imported_during_tests_are_counted(tmp_path: Path) -> None
     # (pytest or the standard library may import a module of its own during the first test)
     assert IMPORT_MODULES <= imports["modules"] <= IMPORT_MODULES + 10
     assert imports["tests"] == 12
-    assert {"name": "lazy_pkg", "modules": IMPORT_MODULES} in imports["packages"]
+    packages = {package["name"]: package["modules"] for package in imports["packages"]}
+    assert packages["lazy_pkg"] in (IMPORT_MODULES, IMPORT_MODULES + 1)  # + lazy_pkg itself, unless collected
     assert all(5 <= test["modules"] <= 15 for test in imports["top_tests"])
     assert all(test["nodeid"].startswith("test_imports.py::test_imports_a_batch[") for test in imports["top_tests"])
     assert process["explain"]["instances"]["holding_state"] == 0
