@@ -707,13 +707,16 @@ class Explainer:
             "truncated": truncated,
         }
         holders = []
-        for label, getter in self.holder_paths.items():
-            if self._module_category(label) != "module state":
+        budget = END_LIMIT  # objects, for all holders together, the largest in the samples first
+        for label, _ in self.holders.most_common():
+            getter = self.holder_paths.get(label)
+            if getter is None or self._module_category(label) != "module state" or len(holders) >= TOP:
                 continue
             obj = getter()
-            if obj is None:
+            if obj is None or budget <= 0:
                 continue
-            members, truncated = _closure([obj], END_LIMIT)
+            members, truncated = _closure([obj], budget)
+            budget -= len(members)
             holders.append({"holder": label, "bytes": sum(map(self.sizer, members.values())), "truncated": truncated})
             del members, obj
         holders.sort(key=lambda holder: holder["bytes"], reverse=True)
@@ -721,7 +724,9 @@ class Explainer:
 
     def summary(self, start_rss: int, end_rss: int, tests: int) -> dict[str, Any]:
         """This process's explanation, JSON types only (xdist sends it to the controller)."""
+        started = time.process_time()
         kept_by_self, module_holders = self._at_end()
+        end_cpu = time.process_time() - started
         series = self.series + ([max(self.pending)] if self.pending else [])
         first = self.first_test_rss if self.first_test_rss is not None else end_rss
         kept = {
@@ -763,6 +768,7 @@ class Explainer:
                 "classes_and_files": len(self.strata_tests),
                 "classes_and_files_sampled": len(self.strata_sampled),
                 "cpu_seconds": round(self.sample_cpu, 3),
+                "end_cpu_seconds": round(end_cpu, 3),
                 "garbage_objects": self.garbage_objects,
                 "garbage_bytes": self.garbage_bytes,
                 "estimated_garbage_bytes": self._estimate("garbage"),
