@@ -842,14 +842,14 @@ def explain_lines(process: dict[str, Any], collect_garbage: bool) -> list[str]:
     if sampled["tests"]:
         kept = data["kept"]
         per = ", ".join(
-            f"{label} ~{_mib(kept[key]['estimated_bytes'])}"
+            f"{label} {_mib(kept[key]['sampled_bytes'] / sampled['tests'])}"
             for key, label in (("module state", "module state"), ("pytest", "pytest"), ("other", "elsewhere"))
             if kept[key]["sampled_objects"]
         )
         lines.append(
             f"  sampled {sampled['tests']} tests of {sampled['classes_and_files_sampled']} classes or files "
-            f"(of {sampled['classes_and_files']}): objects they kept, estimated for all tests: {per or 'none'}; "
-            f"garbage in reference cycles ~{_mib(sampled['estimated_garbage_bytes'])}"
+            f"(of {sampled['classes_and_files']}): per test they kept {per or 'nothing'}; garbage in reference "
+            f"cycles {_mib(sampled['garbage_bytes'] / sampled['tests'])} per test"
         )
     lines.append(
         f"  not explained by Python objects above: {_mib(parts['unexplained'])} (freed memory the allocator keeps, "
