@@ -203,14 +203,18 @@ BUDGET = "150M"  # well above a fresh pytest process, well below one holding 200
 def run_pytest(tmp_path: Path, files: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     for name, text in files.items():
         (tmp_path / name).write_text(textwrap.dedent(text))
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rfE", *args],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        preexec_fn=cap_address_space,
-    )
+    # faulthandler_timeout: a test of the suite that hangs prints every thread's stack.
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rfE", "-o", "faulthandler_timeout=60", *args]
+    try:
+        return subprocess.run(
+            command, cwd=tmp_path, capture_output=True, text=True, timeout=300, preexec_fn=cap_address_space
+        )
+    except subprocess.TimeoutExpired as hung:
+        output = [
+            stream.decode(errors="replace") if isinstance(stream, bytes) else stream or ""
+            for stream in (hung.stdout, hung.stderr)
+        ]
+        pytest.fail(f"pytest hung for {hung.timeout} s\n--- stdout\n{output[0]}\n--- stderr\n{output[1]}")
 
 
 def cap_address_space() -> None:
