@@ -59,12 +59,19 @@ Options
                {"nodeid": "tests/test_a.py::test_paging", "rss": 1610612736,
                 "when": "call"}              # "call": stopped by the watchdog; or "teardown"
              ],
-             "error": null}                  # for a worker that went down without data: why,
-          ],                                 # with null numbers
+             "error": null,                  # for a worker that went down without data: why,
+                                             # with null numbers
+             "died_running": null}           # for a worker that went down in a test: its id
+          ],                                 # (from pytest-xdist's crash report)
           "top_tests": [                     # at most 10, largest rss_growth first
             {"nodeid": "tests/test_a.py::TestA::test_x", "process": "gw1", "rss_growth": 2097152}
           ]
         }
+
+    A worker that goes down in a test (the OOM killer, a segfault, ``os._exit``) is listed with
+    the test it was running, which pytest-xdist names in its crash report (the first test the
+    controller sent it and got no result for): ``gw1 died while running test_x.py::test_y`` in
+    the table, ``died_running`` in the JSON.
 
 ``--memsafe-max-rss=SIZE``
     Memory budget. SIZE is bytes or a number with ``K``, ``M``, ``G`` or ``T`` (binary units,
@@ -100,6 +107,32 @@ Options
     needs the current RSS and ``signal.pthread_kill``: on Linux (``/proc/self/statm``) and on
     other POSIX systems with ``psutil``; elsewhere only the teardown check runs. It replaces
     any other ``SIGUSR1`` handler for the session.
+
+``--memsafe-max-mock-calls=N``
+    Fail the test in which one ``unittest.mock`` mock records more than N calls in one phase
+    (setup, call or teardown), at the call that crosses N: that call raises
+    ``MockCallLimitExceeded`` in the code under test, naming the test, the phase, the mock and
+    the limit. Calls are what a mock keeps (``mock_calls``, ``call_args_list``, and its parents'
+    ``mock_calls``), and what grew the incident's worker: a loop over a mock that never ends
+    stops here after N calls, before its memory shows. A mock counts its children's calls, as
+    its ``mock_calls`` does. Counting per phase keeps a mock that lives across tests (module
+    level, a session fixture) from failing a test for what earlier tests recorded, and keeps a
+    teardown that uses the mock after a stopped call phase from failing again. Works for Mock,
+    MagicMock, AsyncMock, ``patch`` and pytest-mock's ``mocker`` (not the standalone ``mock``
+    package), sync and async. ``MockCallLimitExceeded`` derives from ``BaseException``, so
+    ``except Exception`` does not swallow it; every further call of the mock in that phase
+    raises again, and if the test passes anyway (it swallowed every stop, or called the mock in
+    another thread, where the exception ends that thread) its report is turned into the failure.
+    The ini setting ``memsafe_max_mock_calls`` sets the same limit; the option wins over it.
+
+    How: every mock call goes through ``CallableMixin._increment_mock_call`` (Python 3.8+),
+    which records it; the plugin wraps that method for the session, and after it compares the
+    length of ``mock_calls`` of the mock and each parent with its length at the phase's first
+    call (kept in the mock's ``__dict__`` under ``_memsafe_calls_at``, which ``dir()`` hides).
+    That costs about 1.5 us on a ~17 us ``MagicMock`` call two levels down, no thread and no
+    heap walk, and stops the runaway at the exact call in the thread that makes it. A watchdog
+    thread would have to find the mocks (``gc.get_objects()``, milliseconds to tens of them on
+    a real heap, holding the GIL) every sample, and could stop the test only a sample later.
 
 ``--memsafe-gc``
     After every test, once its teardown is done (its frame, fixtures and ``teardown_method``
@@ -806,7 +839,10 @@ class DeadWorkers:
 
     @pytest.hookimpl(optionalhook=True)  # an xdist hook; called right after pytest_testnodedown
     def pytest_handlecrashitem(self, crashitem: str, report: Any, sched: Any) -> None:
-        name = report.node.workerinput["workerid"]
+        node = getattr(report, "node", None)
+        if node is None:
+            return
+        name = node.workerinput["workerid"]
         for summary in reversed(self.plugin.worker_summaries):
             if summary["name"] == name:
                 summary["died_running"] = crashitem
