@@ -31,6 +31,24 @@ pytest-xdist's ``load``, which ignores ``xdist_group``, and says so in the heade
 then needs no ``--dist``, which turns pytest-benchmark off in every run, even without ``-n``.
 Give ``--dist load`` to opt out.
 
+CPython 3.11.0 to 3.11.7: garbage collection inside ``ast.parse``
+---------------------------------------------------------------
+These releases keep the AST constructor's recursion-depth counter in global state
+(python/cpython#106905, fixed in 3.11.8): when a garbage collection starts while ``ast.parse``
+builds its tree and runs a finalizer that parses too, the outer ``ast.parse`` raises
+``SystemError: AST constructor recursion depth mismatch``. In 3.11 every formatted traceback
+parses its source lines (for the ``^^^`` markers), so asyncio logging a task's never-retrieved
+exception from a finalizer is enough, and pytest parses a test's whole file to show its failure:
+an ``xfail`` test's expected failure then crashes the xdist worker that runs it. Which collection
+lands inside which parse depends on every allocation before it, so any change (a test added,
+tests moved between workers, a ``gc.collect(1)`` in teardowns) can make it appear or vanish. On
+these releases the plugin replaces ``ast.parse`` for the session with a wrapper that pauses the
+automatic collection (``gc.disable()``) while the parse runs and resumes it after (a collector
+that was disabled stays disabled; collections that came due run at the next allocation), and
+says so in one header line. The ini setting ``memsafe_ast_guard = false`` turns it off. Calls of
+``compile(..., ast.PyCF_ONLY_AST)`` are not covered; pytest and the traceback module use
+``ast.parse``.
+
 Options
 -------
 ``--memsafe-report``, ``--memsafe-report=term``
