@@ -848,6 +848,8 @@ def test_report_names_the_test_a_dead_worker_was_running(tmp_path: Path) -> None
     assert sorted(died.values()) == ["test_dying.py::test_exit", "test_dying.py::test_killed"]
     for worker, nodeid in died.items():  # the same worker as in xdist's own crash report
         assert f"worker '{worker}' crashed while running '{nodeid}'" in completed.stdout
+
+
 # --- CPython 3.11.0-3.11.7: a garbage collection inside ast.parse (python/cpython#106905) -------
 
 # The bug in isolation: garbage whose finalizer parses (as every traceback formatted on 3.11 does,
