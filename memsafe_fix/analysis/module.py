@@ -71,6 +71,9 @@ class Def:
 
 
 class ModuleAnalysis:
+    # The quote string literals prefer in the file, when known beforehand (else worked out from ``source``).
+    quote: Optional[str] = None
+
     def __init__(
         self,
         source: str,
