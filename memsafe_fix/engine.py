@@ -332,18 +332,33 @@ def _check_in_chunks(
     job: Job, source: str, module_name: str
 ) -> Optional[tuple[list[Finding], frozenset[str], list[PatchTarget]]]:
     """Findings, markers used and (verbose) patch targets of a big file, analysed a chunk at a
-    time, or None when it is to be analysed whole."""
-    plan = chunks.plan(source, job.settings, module_name, job.path)
-    if plan is None:
-        return None
+    time, or None when it is to be analysed whole. The chunks are first found from the text
+    alone; where a chunk's parse disagrees, again by parsing them."""
+    for planner in (chunks.quick_plan, chunks.plan):
+        plan = planner(source, job.settings, module_name, job.path)
+        checked = _check_planned(job, plan, module_name) if plan is not None else None
+        if checked is not None:
+            return checked
+    return None
+
+
+def _check_planned(
+    job: Job, plan: chunks.Plan, module_name: str
+) -> Optional[tuple[list[Finding], frozenset[str], list[PatchTarget]]]:
     findings: list[Finding] = []
     markers: set[str] = set()
     targets: list[PatchTarget] = []
-    lines = [chunk.line for chunk in plan.chunks[1:]] + [len(source) + 2]
+    lines = [chunk.line for chunk in plan.chunks[1:]] + [len(plan.source) + 2]
     for (chunk, context), end in zip(chunks.contexts(plan), lines):
         if sum(unit.end - unit.start for unit in context) > chunks.MAX_CONTEXT_CHUNKS * chunks.CHUNK_CHARS:
             return None
-        module = chunks.ChunkAnalysis(plan, chunk, context, job.settings, module_name, job.path)
+        try:
+            module = chunks.ChunkAnalysis(plan, chunk, context, job.settings, module_name, job.path)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            return None
+        if not module.valid():
+            chunks.release(module)
+            return None
         # Only the code of fixes uses the quote, and ``--check`` prints none.
         module.quote = '"'
         preset_module_facts(module, plan.bases_read_after_super, plan.uses_instance_in_teardown)

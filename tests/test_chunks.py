@@ -21,6 +21,7 @@ from memsafe_fix.config import Settings
 from memsafe_fix.engine import Job, Mode, _check_in_chunks, check_source, patch_targets, read_source
 
 ROOT = Path(__file__).parent.parent
+QUICK_PLAN = chunks.quick_plan
 
 EDGE_CASES = {
     # Lines at column 0 inside strings, brackets and continuations are no place to cut.
@@ -195,8 +196,11 @@ def _whole(source: str, settings: Settings, name: str, path: Path) -> tuple:
     return check_source(source, settings, name, path), used_markers(module), patch_targets(module)
 
 
-@pytest.fixture(autouse=True)
-def _smallest_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture(autouse=True, params=["from-text", "parsed"])
+def _smallest_chunks(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks found from the text (checked against each chunk's parse), or by parsing."""
+    if request.param == "parsed":
+        monkeypatch.setattr(chunks, "quick_plan", lambda *args: None)
     monkeypatch.setattr(chunks, "CHUNKED_FROM", 0)
     monkeypatch.setattr(chunks, "CHUNK_CHARS", 1)
     monkeypatch.setattr(chunks, "MAX_CONTEXT_CHUNKS", 10**9)
@@ -254,6 +258,27 @@ def test_generated_modules_check_as_the_whole_file(seed: int, tmp_path: Path) ->
 def test_syntax_error_is_left_to_the_whole_file(tmp_path: Path) -> None:
     source = "class TestA:\n    pass\n\n\nx = (\n\nclass TestB:\n    pass\n"
     assert chunks.plan(source, Settings(), "test_bad", tmp_path / "test_bad.py") is None
+
+
+def test_units_from_text_are_checked_against_the_parse(tmp_path: Path) -> None:
+    """Column-0 lines in strings look like statements: the chunks' parses reject that split."""
+    source = textwrap.dedent(EDGE_CASES["strings"])
+    plan = QUICK_PLAN(source, Settings(), "test_edge", None)
+    assert plan is not None
+    assert not all(_valid(plan))
+    plan = QUICK_PLAN(textwrap.dedent(EDGE_CASES["later_definitions"]), Settings(), "test_edge", None)
+    assert plan is not None
+    assert all(_valid(plan))
+
+
+def _valid(plan: chunks.Plan) -> list[bool]:
+    found = []
+    for chunk, context in chunks.contexts(plan):
+        try:
+            found.append(chunks.ChunkAnalysis(plan, chunk, context, Settings(), "test_edge", None).valid())
+        except SyntaxError:
+            found.append(False)
+    return found
 
 
 def test_cuts_only_between_statements() -> None:

@@ -63,6 +63,9 @@ class Unit:
     # Names a definition can be looked up by (its name, and strings in its decorators, such as
     # a fixture's ``name=``); None for a unit that is not only definitions.
     names: Optional[frozenset[str]]
+    # The line its first statement starts on (after leading comments at the top of the file);
+    # None when it has none.
+    first: Optional[int] = None
 
 
 @dataclass
@@ -139,6 +142,81 @@ def plan(source: str, settings: Settings, module_name: str, path: Optional[Path]
     return result
 
 
+# The head of a definition: decorators (their strings may name a fixture), then ``def``/``class``.
+_DEF_LINE = re.compile(r"^(?:async[ \t]+)?(?:def|class)[ \t]+(\w+)", re.MULTILINE)
+_STRING_NAME = re.compile(r"[\"']([^\W\d]\w*)[\"']")
+_READ_LATE = re.compile(r"\.[\s\\]*(?:teardown_method|instance)\b")
+
+
+def quick_plan(source: str, settings: Settings, module_name: str, path: Optional[Path]) -> Optional[Plan]:
+    """The file's chunks from its text alone, without parsing it: each line where a chunk may
+    end is taken to start a statement, and a unit starting with ``@``/``def``/``class`` to be a
+    definition. ``ChunkAnalysis`` checks this against the parse of every chunk (``valid``);
+    where it does not hold, use ``plan``, which parses to find the statements."""
+    from memsafe_fix.rules.release_state import module_reads_after_super, module_uses_instance_in_teardown
+
+    if _ODD_LINE_BREAKS.search(source):
+        return None
+    bounds = _candidates(source)
+    if not bounds or _CANDIDATE.match(source) is None:
+        bounds = bounds[1:]  # the first unit starts with comments: up to the second statement
+    bounds = [0, *bounds, len(source)]
+    result = Plan(source, [])
+    chunk: list[Unit] = []
+    size = 0
+    line = 1
+    first = _first_statement_line(source, len(source) if len(bounds) < 3 else bounds[1])
+    for start, end in zip(bounds, bounds[1:]):
+        text = source[start:end]
+        names = _text_names(text)
+        unit = Unit(start, end, line, names, line + first)
+        first = 0
+        if _READ_LATE.search(text) or not text.isascii():
+            try:
+                module = ModuleAnalysis(text, settings, module_name, path)
+            except (SyntaxError, ValueError, RecursionError, MemoryError):
+                return None
+            result.bases_read_after_super |= module_reads_after_super(module)
+            result.uses_instance_in_teardown = result.uses_instance_in_teardown or module_uses_instance_in_teardown(
+                module
+            )
+            release(module)
+        chunk.append(unit)
+        size += end - start
+        if size >= CHUNK_CHARS:
+            result.chunks.append(Chunk(chunk))
+            chunk, size = [], 0
+        line += text.count("\n")
+    if chunk:
+        result.chunks.append(Chunk(chunk))
+    _index_names(result)
+    return result
+
+
+def _first_statement_line(source: str, end: int) -> int:
+    """Lines before the first statement (comments and blank lines at the top of the file)."""
+    match = _CANDIDATE.search(source, 0, end)
+    return source.count("\n", 0, match.start()) if match else 0
+
+
+def _text_names(text: str) -> Optional[frozenset[str]]:
+    """A unit's names, read from its text when it looks like a definition."""
+    match = _DEF_LINE.search(text) if text.startswith("@") else _DEF_LINE.match(text)
+    if match is None:
+        return None
+    names = {match.group(1), *_STRING_NAME.findall(text, 0, match.start())}
+    if not text.isascii():
+        names = {unicodedata.normalize("NFKC", name) for name in names}
+    return frozenset(names)
+
+
+def _index_names(result: Plan) -> None:
+    for chunk in result.chunks:
+        for unit in chunk.units:
+            for name in unit.names or ():
+                result.by_name.setdefault(name, []).append(unit)
+
+
 def _candidates(source: str) -> list[int]:
     """Offsets of the lines where a chunk may end: not after a decorator line."""
     found: list[int] = []
@@ -169,7 +247,8 @@ def _units(tree: ast.Module, text: str, offset: int, first_line: int) -> list[Un
         names = None
         if all(isinstance(s, _DEFS) for s in statements):
             names = frozenset().union(*(_names(s) for s in statements))
-        units.append(Unit(offset + start, offset + end, first_line + (0 if index == 0 else begin - 1), names))
+        unit_line = first_line + (0 if index == 0 else begin - 1)
+        units.append(Unit(offset + start, offset + end, unit_line, names, first_line + begin - 1))
     if not units:  # only comments and blank lines
         units.append(Unit(offset, offset + len(text), first_line, None))
     return units
@@ -241,14 +320,37 @@ class ChunkAnalysis(ModuleAnalysis):
         texts: list[str] = []
         self._starts: list[int] = []  # first line of each piece in this module's text
         self._lines: list[int] = []  # ... and in the file
+        # The first line of each unit's first statement in this module's text, and the unit.
+        self._units: list[tuple[int, Unit]] = []
         line = 1
         for piece in pieces:
             text = plan.source[piece.start : piece.end]
             texts.append(text)
             self._starts.append(line)
             self._lines.append(piece.line)
+            for unit in chunk.units if piece.start == chunk.start else [piece]:
+                if unit.first is not None:
+                    self._units.append((line + unit.first - piece.line, unit))
             line += text.count("\n")
         super().__init__("".join(texts), settings, module_name, path)
+
+    def valid(self) -> bool:
+        """Whether the units are this module's statements: each starts where one of them does,
+        and a unit taken for definitions (looked up by name) holds only definitions so named."""
+        starts = [line for line, _ in self._units]
+        seen: set[int] = set()
+        for stmt in self.tree.body:
+            begin = min([stmt.lineno, *(d.lineno for d in getattr(stmt, "decorator_list", ()))])
+            index = bisect_right(starts, begin) - 1
+            if index < 0:
+                return False
+            line, unit = self._units[index]
+            if unit.names is not None and not (isinstance(stmt, _DEFS) and stmt.name in unit.names):
+                return False
+            if begin != line and line not in seen:
+                return False
+            seen.add(line)
+        return len(seen) == len(starts)
 
     def file_line(self, line: int) -> int:
         index = bisect_right(self._starts, line) - 1

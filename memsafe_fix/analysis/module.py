@@ -152,6 +152,11 @@ class ModuleAnalysis:
         return self._self_assignments[cls.index]
 
     @cached_property
+    def may_setattr(self) -> bool:
+        """Whether the file may call ``setattr`` (imported modules come without their text)."""
+        return not self.source or "setattr" in self.source
+
+    @cached_property
     def module_classes(self) -> dict[str, Def]:
         return {d.name: d for d in self.top_level if d.is_class}
 
@@ -266,10 +271,13 @@ def _is_overload(decorator: ast.expr) -> bool:
 
 def _self_assignments(cls: Def) -> dict[str, list[ast.expr]]:
     found: dict[str, list[ast.expr]] = {}
+    # Assignments are statements: without a ``setattr`` call in the file (imported modules
+    # come without their text), walking statements only finds the same, in the same order.
+    walk = _walk_outside_classes if cls.module.may_setattr else _statements_outside_classes
     for method in cls.children:
         if method.is_class:
             continue
-        for node in _walk_outside_classes(method.node):
+        for node in walk(method.node):
             if isinstance(node, ast.Assign):
                 pairs = [(target, node.value) for target in node.targets]
             elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
@@ -289,6 +297,20 @@ def _self_assignments(cls: Def) -> dict[str, list[ast.expr]]:
                 ):
                     found.setdefault(target.attr, []).append(value)
     return found
+
+
+def _statements_outside_classes(node: ast.AST) -> Iterator[ast.AST]:
+    """The statements of ``_walk_outside_classes(node)`` (and its ``except`` handlers and
+    ``match`` cases), in its order, without walking expressions."""
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        yield current
+        for name in current._fields:
+            if name in ("body", "orelse", "finalbody", "handlers", "cases"):
+                value = getattr(current, name, None)
+                if isinstance(value, list):
+                    stack.extend(child for child in value if not isinstance(child, ast.ClassDef))
 
 
 def _walk_outside_classes(node: ast.AST) -> Iterator[ast.AST]:
