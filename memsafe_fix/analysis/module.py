@@ -59,10 +59,14 @@ class Def:
         return any(not parent.is_class for parent in self.ancestors)
 
     def methods(self) -> dict[str, "Def"]:
-        """Functions defined in this class body (the last definition of a name wins)."""
-        return {child.name: child for child in self.children if not child.is_class}
+        """Functions defined in this class body (the last definition of a name wins); worked
+        out once, the answer is shared."""
+        found = self.__dict__.get("_methods")
+        if found is None:
+            found = self.__dict__["_methods"] = {child.name: child for child in self.children if not child.is_class}
+        return found
 
-    @property
+    @cached_property
     def header_lines(self) -> range:
         """Lines from the first decorator to the end of the ``class``/``def`` line."""
         first = min([d.lineno for d in self.node.decorator_list] + [self.node.lineno])
@@ -94,13 +98,16 @@ class ModuleAnalysis:
         self._collect_defs(self.tree, None, True)
         self._suppressed = _suppressions(source) if _MAY_SUPPRESS.search(source) else {}
         self._bindings: dict[int, dict[str, list[ast.stmt]]] = {}
+        # ``collection.resolve_bases`` of the classes asked about (the key keeps the class alive).
+        self.base_infos: dict[tuple[int, int], object] = {}
         self._self_assignments: dict[int, dict[str, list[ast.expr]]] = {}
 
     def _collect_defs(self, node: ast.AST, parent: Optional[Def], direct: bool) -> None:
         # ``class``/``def`` only occur in statement bodies, whose fields ``iter_child_nodes``
         # yields in source order, so this preorder walk numbers them as LibCST visits them
         # (``fixer.py`` checks that the names agree).
-        for child in ast.iter_child_nodes(node):
+        # Definitions are only found in statement lists, which come in ``iter_child_nodes``'s order.
+        for child in _statement_children(node):
             if isinstance(child, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
                 entry = Def(len(self.defs), child, self, parent, direct)
                 self.defs.append(entry)
@@ -176,6 +183,8 @@ class ModuleAnalysis:
         return line in self._suppressed and self._suppressed[line] is None
 
     def suppressed(self, code: str, lines: Iterator[int]) -> bool:
+        if not self._suppressed:
+            return False
         for line in lines:
             codes = self._suppressed.get(line, ())
             if codes is None or code in codes:
@@ -297,6 +306,18 @@ def _self_assignments(cls: Def) -> dict[str, list[ast.expr]]:
                 ):
                     found.setdefault(target.attr, []).append(value)
     return found
+
+
+_STATEMENT_FIELDS = frozenset(("body", "orelse", "finalbody", "handlers", "cases"))
+
+
+def _statement_children(node: ast.AST) -> Iterator[ast.AST]:
+    """The statements (``except`` handlers, ``match`` cases) directly in ``node``, in order."""
+    for name in node._fields:
+        if name in _STATEMENT_FIELDS:
+            value = getattr(node, name, None)
+            if isinstance(value, list):
+                yield from value
 
 
 def _statements_outside_classes(node: ast.AST) -> Iterator[ast.AST]:

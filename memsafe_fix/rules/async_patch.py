@@ -137,6 +137,8 @@ def _calls_on_patch_lines(module: ModuleAnalysis) -> Iterator[tuple[ast.Call, Op
         body = {id(stmt) for stmt in node.body} if is_def else set()  # type: ignore[attr-defined]
         inner = module.def_of(node) if is_def else None
         for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.expr_context):
+                continue  # ``Load``/``Store``: nothing below
             start = getattr(child, "lineno", None)
             if start is not None:
                 # A decorated definition starts at its first decorator, above its ``lineno``.
