@@ -15,7 +15,7 @@ from typing import Optional, Union
 
 from memsafe_fix.analysis.collection import fixture_name, is_fixture
 from memsafe_fix.analysis.imports import MOCK_MODULES, ImportTable
-from memsafe_fix.analysis.module import ModuleAnalysis
+from memsafe_fix.analysis.module import ModuleAnalysis, child_nodes
 
 MOCKER_FIXTURES = frozenset({"mocker", "class_mocker", "module_mocker", "package_mocker", "session_mocker"})
 
@@ -59,7 +59,7 @@ class MockUsage:
                 names.add(current.arg)
             elif isinstance(current, (ast.Import, ast.ImportFrom)) and _imports_mock_module(current):
                 local_imports.append(current)
-            stack.extend(ast.iter_child_nodes(current))
+            stack.extend(child_nodes(current))
         if local_imports and imports is None:
             # ``from unittest.mock import AsyncMock`` inside a function: walk again with the
             # names it binds (anywhere in ``node``: a close enough scope for "uses mocks").

@@ -308,6 +308,18 @@ def _self_assignments(cls: Def) -> dict[str, list[ast.expr]]:
     return found
 
 
+def child_nodes(node: ast.AST) -> list[ast.AST]:
+    """``list(ast.iter_child_nodes(node))``, in its order, without its two generators."""
+    found: list[ast.AST] = []
+    for name in node._fields:
+        value = getattr(node, name, None)
+        if isinstance(value, ast.AST):
+            found.append(value)
+        elif isinstance(value, list):
+            found.extend(item for item in value if isinstance(item, ast.AST))
+    return found
+
+
 _STATEMENT_FIELDS = frozenset(("body", "orelse", "finalbody", "handlers", "cases"))
 
 
@@ -341,7 +353,7 @@ def _walk_outside_classes(node: ast.AST) -> Iterator[ast.AST]:
     while stack:
         current = stack.pop()
         yield current
-        stack.extend(child for child in ast.iter_child_nodes(current) if not isinstance(child, ast.ClassDef))
+        stack.extend(child for child in child_nodes(current) if not isinstance(child, ast.ClassDef))
 
 
 def returns_its_argument(function: Union[ast.FunctionDef, ast.AsyncFunctionDef]) -> bool:
