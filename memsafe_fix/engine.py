@@ -33,7 +33,7 @@ from memsafe_fix.analysis.module import ModuleAnalysis
 from memsafe_fix.analysis.project import first_party_names
 from memsafe_fix.analysis.targets import Resolution
 from memsafe_fix.config import Settings
-from memsafe_fix.edits import Finding
+from memsafe_fix.edits import Finding, Fix
 from memsafe_fix.fixer import FixError, LossySource, apply_fixes
 from memsafe_fix.report import unified_diff
 from memsafe_fix.rules import ALL_RULES, Context
@@ -342,6 +342,9 @@ def _check_in_chunks(
     return None
 
 
+_FIXABLE = Fix(())
+
+
 def _check_planned(
     job: Job, plan: chunks.Plan, module_name: str
 ) -> Optional[tuple[list[Finding], frozenset[str], list[PatchTarget]]]:
@@ -365,7 +368,12 @@ def _check_planned(
         markers |= used_markers(module)
         if job.verbose:
             targets += [target for target in patch_targets(module) if chunk.line <= target.line < end]
-        findings += [finding for finding in _check(module, job.group_names) if chunk.line <= finding.line < end]
+        # ``--check`` reports whether a finding is fixable, not how: the edits are not kept.
+        findings += [
+            replace(finding, fix=_FIXABLE) if finding.fix is not None else finding
+            for finding in _check(module, job.group_names)
+            if chunk.line <= finding.line < end
+        ]
         chunks.release(module)
     return findings, frozenset(markers), targets
 
