@@ -247,7 +247,7 @@ def test_examples_check_as_the_whole_file(path: Path) -> None:
     _assert_same(source, Settings(), path.stem, path)
 
 
-@pytest.mark.parametrize("seed", range(40))
+@pytest.mark.parametrize("seed", range(20))
 def test_generated_modules_check_as_the_whole_file(seed: int, tmp_path: Path) -> None:
     source = mock_module(random.Random(seed)).replace("\r\n", "\n")
     path = tmp_path / "test_generated.py"
