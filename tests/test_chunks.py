@@ -249,10 +249,17 @@ def test_examples_check_as_the_whole_file(path: Path) -> None:
 
 @pytest.mark.parametrize("seed", range(20))
 def test_generated_modules_check_as_the_whole_file(seed: int, tmp_path: Path) -> None:
-    source = mock_module(random.Random(seed)).replace("\r\n", "\n")
+    source = mock_module(random.Random(seed))  # some with CRLF line endings
     path = tmp_path / "test_generated.py"
-    path.write_text(source)
+    path.write_bytes(source.encode())
     _assert_same(source, Settings(), "test_generated", path)
+
+
+def test_crlf_file_checks_as_the_whole_file(tmp_path: Path) -> None:
+    source = textwrap.dedent(EDGE_CASES["later_definitions"]).replace("\n", "\r\n")
+    path = tmp_path / "test_edge.py"
+    path.write_bytes(source.encode())
+    _assert_same(source, Settings(), "test_edge", path)
 
 
 def test_syntax_error_is_left_to_the_whole_file(tmp_path: Path) -> None:

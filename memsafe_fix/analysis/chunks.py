@@ -46,8 +46,9 @@ MAX_CONTEXT_CHUNKS = 4
 
 _CANDIDATE = re.compile(r"^(?=[^\s#)\]}])(?!(?:else|elif|except|finally)\b)", re.MULTILINE)
 # Characters ``str.splitlines`` (the analysis's line list) breaks lines at but Python does not,
-# and ``\r``: their lines would be counted differently; such files are parsed whole.
-_ODD_LINE_BREAKS = re.compile("[\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
+# and a ``\r`` not followed by ``\n``: their lines would be counted differently; such files are
+# parsed whole.
+_ODD_LINE_BREAKS = re.compile("[\v\f\x1c\x1d\x1e\x85\u2028\u2029]|\r(?!\n)")
 _WORD = re.compile(r"[^\W\d]\w*")
 _DEFS = (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
 
