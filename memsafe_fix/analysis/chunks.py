@@ -272,16 +272,14 @@ def _words(text: str) -> set[str]:
 
 
 def contexts(plan: Plan) -> Iterator[tuple[Chunk, list[Unit]]]:
-    """Each chunk with the units of other chunks its analysis needs (None: too many; parse the
-    file whole)."""
+    """Each chunk with the units of other chunks its analysis needs, in source order: every
+    unit that is not only definitions, and the definitions those or the chunk name."""
     others = [u for chunk in plan.chunks for u in chunk.units if u.names is None]
-    base: set[int] = set()
-    base_units = _closure(plan, others, set(), base)
+    named_by_others = _closure(plan, others, set(), set())
     for chunk in plan.chunks:
         own = {id(u) for u in chunk.units}
-        seen = set(base)
-        extra = _closure(plan, [_whole(chunk)], seen, own)
-        units = [u for u in [*others, *base_units, *extra] if id(u) not in own]
+        named = _closure(plan, [_whole(chunk)], set(), own)
+        units = [u for u in [*others, *named_by_others, *named] if id(u) not in own]
         units = list({id(u): u for u in units}.values())
         units.sort(key=lambda u: u.start)
         yield chunk, units
