@@ -48,6 +48,9 @@ class MockUsage:
                 if self._is_factory(current, table):
                     return True, frozenset()
                 names.add(current.id)
+                continue  # only its ``Load``/``Store`` below
+            elif isinstance(current, ast.Constant):
+                continue
             elif isinstance(current, ast.Attribute) and isinstance(current.value, (ast.Name, ast.Attribute)):
                 if table.is_patch_dict(current):
                     continue  # not a mock, and neither is the ``patch`` it is written with

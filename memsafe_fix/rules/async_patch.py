@@ -137,8 +137,8 @@ def _calls_on_patch_lines(module: ModuleAnalysis) -> Iterator[tuple[ast.Call, Op
         body = {id(stmt) for stmt in node.body} if is_def else set()  # type: ignore[attr-defined]
         inner = module.def_of(node) if is_def else None
         for child in child_nodes(node):
-            if isinstance(child, ast.expr_context):
-                continue  # ``Load``/``Store``: nothing below
+            if isinstance(child, (ast.expr_context, ast.Name, ast.Constant)):
+                continue  # no call in or below them
             start = getattr(child, "lineno", None)
             if start is not None:
                 # A decorated definition starts at its first decorator, above its ``lineno``.
