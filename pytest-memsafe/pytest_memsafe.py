@@ -39,7 +39,8 @@ builds its tree and runs a finalizer that parses too, the outer ``ast.parse`` ra
 ``SystemError: AST constructor recursion depth mismatch``. In 3.11 every formatted traceback
 parses its source lines (for the ``^^^`` markers), so asyncio logging a task's never-retrieved
 exception from a finalizer is enough, and pytest parses a test's whole file to show its failure:
-an ``xfail`` test's expected failure then crashes the xdist worker that runs it. Which collection
+an ``xfail`` test's expected failure then ends the run with an ``INTERNALERROR`` from the xdist
+worker that ran it. Which collection
 lands inside which parse depends on every allocation before it, so any change (a test added,
 tests moved between workers, a ``gc.collect(1)`` in teardowns) can make it appear or vanish. On
 these releases the plugin replaces ``ast.parse`` for the session with a wrapper that pauses the

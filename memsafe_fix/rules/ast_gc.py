@@ -24,9 +24,9 @@ error then comes out of pytest itself, and under xdist the worker that ran the t
 with the rest of its tests. Which collection lands inside which parse depends on every
 allocation before it, so any change to the suite can make it appear or vanish; the collections
 the pattern adds after each test are such a change. Measured on a2a-python (an asyncio suite
-with `xfail` tests, `-n 2`, Python 3.11.7): with pytest-xdist's `--dist load`, a worker crashed
-in most runs of the rewritten suite and in none of the original's (see the README's real-suite
-results). The ways out: Python 3.11.8 or newer, or pytest-memsafe in the test environment (on
+with `xfail` tests, `-n 2`, Python 3.11.7): with its `xdist_group`s spread over the workers or
+`--dist load`, a worker stopped the run in 5 of 6 runs of the rewritten suite and in none of 8
+runs of the original (README, Known issues). The ways out: Python 3.11.8 or newer, or pytest-memsafe in the test environment (on
 these releases it pauses the automatic collection while `ast.parse` runs, which removes the
 bug's trigger).
 
