@@ -136,24 +136,13 @@ _NOT_WALKED = frozenset(
 )
 
 
-def _closure(roots: list[Any], limit: int, done: list[int] | None = None) -> tuple[dict[int, Any], bool]:
+def _closure(roots: list[Any], limit: int) -> tuple[dict[int, Any], bool]:
     """id -> object for everything reachable from roots (at most limit objects), not going into
     the program's shared parts (modules, functions, code, classes other than a mock's own
     subclass) nor into shared constants (identifiers, small ints)."""
     members: dict[int, Any] = {}
-    stack: list[Any] = []
+    stack = list(roots)
     pop, push, referents = stack.pop, stack.extend, gc.get_referents
-    for root in roots:  # one root at a time: `done` counts the roots walked to the end
-        stack.append(root)
-        if _walk(stack, members, pop, push, referents, limit):
-            return members, True
-        if done is not None:
-            done[0] += 1
-    return members, False
-
-
-def _walk(stack: list[Any], members: dict[int, Any], pop: Any, push: Any, referents: Any, limit: int) -> bool:
-    """Walk what the stack's objects reach into members; True if it stopped at limit."""
     while stack:
         obj = pop()
         key = id(obj)
@@ -170,9 +159,9 @@ def _walk(stack: list[Any], members: dict[int, Any], pop: Any, push: Any, refere
             continue
         members[key] = obj
         if len(members) >= limit:
-            return True
+            return members, True
         push(referents(obj))
-    return False
+    return members, False
 
 
 def _extra_refs(members: dict[int, Any], inner: Counter[int]) -> dict[int, int]:
@@ -180,13 +169,10 @@ def _extra_refs(members: dict[int, Any], inner: Counter[int]) -> dict[int, int]:
     return {key: sys.getrefcount(obj) - inner[key] for key, obj in members.items()}
 
 
-def exclusive_size(
-    roots: list[Any], size: Callable[[object], int], limit: int, done: list[int] | None = None
-) -> tuple[int, Counter[str], bool]:
+def exclusive_size(roots: list[Any], size: Callable[[object], int], limit: int) -> tuple[int, Counter[str], bool]:
     """Bytes (and types) of what only roots keep alive: what would be freed if they let go.
-    An object something else also refers to stays, with all it refers to. ``done[0]`` counts
-    the roots walked to the end (all of them unless the walk stopped at limit)."""
-    members, truncated = _closure(roots, limit, done)
+    An object something else also refers to stays, with all it refers to."""
+    members, truncated = _closure(roots, limit)
     inner: Counter[int] = Counter()
     for obj in members.values():
         for ref in gc.get_referents(obj):
@@ -709,12 +695,9 @@ class Explainer:
         alive = len(states)
         step = max(len(states) / MAX_INSTANCES, 1.0)
         states = [states[int(index * step)] for index in range(min(len(states), MAX_INSTANCES))]
-        done = [0]
-        nbytes, kinds, truncated = exclusive_size(states, self.sizer, END_LIMIT, done)
-        # Scaled by the instances walked to the end (the one the walk stopped in counts as
-        # walked, its part of what it keeps with it): a floor where instances share state.
-        walked = done[0] + 1 if truncated else len(states)
-        scale = alive / walked if walked else 0.0
+        nbytes, kinds, truncated = exclusive_size(states, self.sizer, END_LIMIT)
+        scale = alive / len(states) if states else 0.0
+        walked = len(states)
         del states
         kept_by_self = {
             "instances_alive": alive,
@@ -844,8 +827,8 @@ def explain_lines(process: dict[str, Any], collect_garbage: bool) -> list[str]:
         lines.append(
             f"  test-class instances (self): {inst['holding_state']} still hold {inst['attributes']} attributes"
             + (f", {mocks} of them mocks ({kinds})" if mocks else "")
-            + f"; what only they keep ({inst['instances_walked']} walked, scaled up): "
-            + _mib(inst["only_they_keep_bytes"])
+            + f"; what only they keep ({inst['instances_walked']} walked): {_mib(inst['only_they_keep_bytes'])}"
+            + (" or more" if inst["truncated"] else "")
             + (f" ({what})" if what else "")
         )
     else:
