@@ -31,6 +31,24 @@ pytest-xdist's ``load``, which ignores ``xdist_group``, and says so in the heade
 then needs no ``--dist``, which turns pytest-benchmark off in every run, even without ``-n``.
 Give ``--dist load`` to opt out.
 
+CPython 3.11.0 to 3.11.7: garbage collection inside ``ast.parse``
+---------------------------------------------------------------
+These releases keep the AST constructor's recursion-depth counter in global state
+(python/cpython#106905, fixed in 3.11.8): when a garbage collection starts while ``ast.parse``
+builds its tree and runs a finalizer that parses too, the outer ``ast.parse`` raises
+``SystemError: AST constructor recursion depth mismatch``. In 3.11 every formatted traceback
+parses its source lines (for the ``^^^`` markers), so asyncio logging a task's never-retrieved
+exception from a finalizer is enough, and pytest parses a test's whole file to show its failure:
+an ``xfail`` test's expected failure then crashes the xdist worker that runs it. Which collection
+lands inside which parse depends on every allocation before it, so any change (a test added,
+tests moved between workers, a ``gc.collect(1)`` in teardowns) can make it appear or vanish. On
+these releases the plugin replaces ``ast.parse`` for the session with a wrapper that pauses the
+automatic collection (``gc.disable()``) while the parse runs and resumes it after (a collector
+that was disabled stays disabled; collections that came due run at the next allocation), and
+says so in one header line. The ini setting ``memsafe_ast_guard = false`` turns it off. Calls of
+``compile(..., ast.PyCF_ONLY_AST)`` are not covered; pytest and the traceback module use
+``ast.parse``.
+
 Options
 -------
 ``--memsafe-report``, ``--memsafe-report=term``
@@ -170,10 +188,13 @@ caches. Measuring reads ``/proc/self/statm`` two or three times per test (micros
 from __future__ import annotations
 
 import argparse
+import ast
+import functools
 import gc
 import heapq
 import json
 import os
+import platform
 import re
 import signal
 import sys
@@ -246,6 +267,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "Default: the memsafe_max_rss ini setting.",
     )
     parser.addini("memsafe_max_rss", "the default of --memsafe-max-rss (500M, 1.5G, 800MiB, bytes)", default="")
+    parser.addini(
+        "memsafe_ast_guard",
+        "on CPython 3.11.0-3.11.7, pause garbage collection inside ast.parse (CPython bug gh-106905); default true",
+        type="bool",
+        default=True,
+    )
     group.addoption(
         "--memsafe-max-mock-calls",
         type=parse_count,
@@ -326,6 +353,7 @@ def release_instance_state(item: pytest.Item) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     configure_mock_guard(config)
+    install_ast_parse_guard(config)
     report_target = config.getoption("memsafe_report")
     max_rss = config.getoption("memsafe_max_rss")
     if max_rss is None and config.getini("memsafe_max_rss"):
@@ -901,6 +929,11 @@ def restore_group_ids(items: list[pytest.Item]) -> None:
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     lines = []
+    if _AST_PARSE in config.stash:
+        lines.append(
+            f"memsafe: Python {platform.python_version()}: garbage collection paused inside ast.parse "
+            "(CPython bug gh-106905, fixed in 3.11.8; -o memsafe_ast_guard=false turns this off)"
+        )
     if config.stash.get(_PICKED_LOADGROUP, False):
         lines.append("memsafe: -n without --dist: using --dist loadgroup, so xdist_group holds (--dist load opts out)")
     distributing = config.getoption("dist", "no") == "loadgroup" and config.getoption("tx", None)
@@ -915,3 +948,67 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
                 "the workers restore them (-p no:memsafe turns this off)"
             )
     return lines
+
+
+# --- CPython 3.11.0-3.11.7: a garbage collection inside ast.parse (python/cpython#106905) -------
+
+_AST_PARSE = pytest.StashKey[Callable[..., Any]]()
+FIXED_IN = (3, 11, 8)
+
+
+def ast_parse_is_unsafe(version: tuple[int, ...] = tuple(sys.version_info[:3]), implementation: str = "") -> bool:
+    """Whether this interpreter has python/cpython#106905: CPython 3.11.0 to 3.11.7 keep the
+    depth counter of the AST constructor in global state, so a garbage collection that starts
+    while ``ast.parse`` builds its tree and runs a finalizer that parses too (in 3.11 every
+    formatted traceback does, for its ``^^^`` markers: asyncio logging a task's never-retrieved
+    exception, for one) makes the outer ``ast.parse`` raise ``SystemError: AST constructor
+    recursion depth mismatch``. Fixed in 3.11.8 and 3.12.2 (3.12 collects only between
+    bytecodes, so 3.12.0 and 3.12.1 do not show it either)."""
+    implementation = implementation or sys.implementation.name
+    return implementation == "cpython" and (3, 11) <= tuple(version[:2]) and tuple(version[:3]) < FIXED_IN
+
+
+def guard_ast_parse(parse: Callable[..., Any]) -> Callable[..., Any]:
+    """``parse`` with Python's automatic garbage collection paused while it runs: no collection,
+    hence no finalizer, can start inside it. Collections that come due meanwhile run at the next
+    allocation after it returns. Nested and concurrent calls share one pause; a collector that was
+    already disabled stays disabled."""
+    lock = threading.Lock()
+    state = {"active": 0, "reenable": False}
+
+    @functools.wraps(parse)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            if state["active"] == 0:
+                state["reenable"] = gc.isenabled()
+                gc.disable()
+            state["active"] += 1
+        try:
+            return parse(*args, **kwargs)
+        finally:
+            with lock:
+                state["active"] -= 1
+                if state["active"] == 0 and state["reenable"]:
+                    gc.enable()
+
+    guarded._memsafe_guard = True  # type: ignore[attr-defined]
+    return guarded
+
+
+def install_ast_parse_guard(config: pytest.Config) -> None:
+    """On an interpreter with python/cpython#106905, replace ``ast.parse`` for the session (pytest
+    parses test files to show failures and to rewrite assertions, the traceback module parses
+    source lines) with ``guard_ast_parse(ast.parse)``; ``pytest_unconfigure`` puts it back."""
+    if not ast_parse_is_unsafe() or getattr(ast.parse, "_memsafe_guard", False):
+        return
+    if not config.getini("memsafe_ast_guard"):
+        return
+    config.stash[_AST_PARSE] = ast.parse
+    ast.parse = guard_ast_parse(ast.parse)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    original = config.stash.get(_AST_PARSE, None)
+    if original is not None:
+        ast.parse = original
+        del config.stash[_AST_PARSE]

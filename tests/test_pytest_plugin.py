@@ -4,7 +4,10 @@ and without pytest-xdist. Sizes are checked against what the suites allocate, ne
 from __future__ import annotations
 
 import argparse
+import ast
+import gc
 import json
+import platform
 import re
 import resource
 import subprocess
@@ -14,7 +17,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
-from pytest_memsafe import parse_report_target, parse_size
+from pytest_memsafe import ast_parse_is_unsafe, guard_ast_parse, parse_report_target, parse_size
 
 MiB = 1024**2
 XDIST = ("-n", "2", "--dist", "loadfile")  # loadfile: a file's tests run on one worker, in order
@@ -203,14 +206,18 @@ BUDGET = "150M"  # well above a fresh pytest process, well below one holding 200
 def run_pytest(tmp_path: Path, files: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     for name, text in files.items():
         (tmp_path / name).write_text(textwrap.dedent(text))
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rfE", *args],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        preexec_fn=cap_address_space,
-    )
+    # faulthandler_timeout: a test of the suite that hangs prints every thread's stack.
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rfE", "-o", "faulthandler_timeout=60", *args]
+    try:
+        return subprocess.run(
+            command, cwd=tmp_path, capture_output=True, text=True, timeout=300, preexec_fn=cap_address_space
+        )
+    except subprocess.TimeoutExpired as hung:
+        output = [
+            stream.decode(errors="replace") if isinstance(stream, bytes) else stream or ""
+            for stream in (hung.stdout, hung.stderr)
+        ]
+        pytest.fail(f"pytest hung for {hung.timeout} s\n--- stdout\n{output[0]}\n--- stderr\n{output[1]}")
 
 
 def cap_address_space() -> None:
@@ -252,7 +259,8 @@ def test_autoloaded_and_inactive_without_its_options(tmp_path: Path) -> None:
     assert "--memsafe-report" in help_text and "--memsafe-gc" in help_text
 
     completed = run_pytest(tmp_path, KEEP_SUITE)
-    assert "memsafe memory report" not in completed.stdout and "memsafe:" not in completed.stdout
+    header = [line for line in completed.stdout.splitlines() if line.startswith("memsafe:")]
+    assert "memsafe memory report" not in completed.stdout and header == ast_guard_header()
     assert summary_lines(completed) == [("FAILED", "test_keep.py::TestKeep::test_b")]
 
 
@@ -840,3 +848,93 @@ def test_report_names_the_test_a_dead_worker_was_running(tmp_path: Path) -> None
     assert sorted(died.values()) == ["test_dying.py::test_exit", "test_dying.py::test_killed"]
     for worker, nodeid in died.items():  # the same worker as in xdist's own crash report
         assert f"worker '{worker}' crashed while running '{nodeid}'" in completed.stdout
+
+
+# --- CPython 3.11.0-3.11.7: a garbage collection inside ast.parse (python/cpython#106905) -------
+
+# The bug in isolation: garbage whose finalizer parses (as every traceback formatted on 3.11 does,
+# e.g. asyncio logging a never-retrieved task exception), collected while a large parse builds
+# its tree. Without the guard, every outer ast.parse raises SystemError on 3.11.0-3.11.7.
+AST_SUITE = {
+    "test_ast.py": """\
+        import ast
+
+        SOURCE = "\\n".join(f"def f{i}(x):\\n    return x + {i}" for i in range(2000))
+
+
+        class ParsesWhenFreed:
+            def __init__(self):
+                self.cycle = self  # only the cyclic collector frees it
+
+            def __del__(self):
+                ast.parse("a + b")
+
+
+        def test_parse_while_garbage_with_finalizers_waits():
+            for _ in range(5):
+                for _ in range(50):
+                    ParsesWhenFreed()
+                ast.parse(SOURCE)
+        """
+}
+
+
+def ast_guard_header() -> list[str]:
+    if not ast_parse_is_unsafe():
+        return []
+    return [
+        f"memsafe: Python {platform.python_version()}: garbage collection paused inside ast.parse "
+        "(CPython bug gh-106905, fixed in 3.11.8; -o memsafe_ast_guard=false turns this off)"
+    ]
+
+
+def test_ast_parse_is_unsafe_on_cpython_3_11_0_to_3_11_7_only() -> None:
+    assert ast_parse_is_unsafe((3, 11, 0), "cpython") and ast_parse_is_unsafe((3, 11, 7), "cpython")
+    assert not ast_parse_is_unsafe((3, 11, 8), "cpython") and not ast_parse_is_unsafe((3, 11, 14), "cpython")
+    assert not ast_parse_is_unsafe((3, 10, 13), "cpython") and not ast_parse_is_unsafe((3, 12, 1), "cpython")
+    assert not ast_parse_is_unsafe((3, 11, 7), "pypy")
+
+
+def test_guarded_parse_pauses_collection_and_restores_it() -> None:
+    seen = []
+
+    def parse(source: str) -> ast.Module:
+        seen.append(gc.isenabled())
+        if source == "nested":
+            guarded("inner")  # a nested call keeps the pause
+            seen.append(gc.isenabled())
+        if source == "boom":
+            raise SyntaxError(source)
+        return ast.parse(source)
+
+    guarded = guard_ast_parse(parse)
+    was_enabled = gc.isenabled()
+    try:
+        gc.enable()
+        assert isinstance(guarded("x = 1"), ast.Module) and gc.isenabled()
+        guarded("nested")
+        assert gc.isenabled()
+        with pytest.raises(SyntaxError):
+            guarded("boom")
+        assert gc.isenabled()
+        assert seen == [False, False, False, False, False]
+        gc.disable()
+        guarded("x = 1")
+        assert not gc.isenabled()  # a collector disabled before stays disabled
+    finally:
+        (gc.enable if was_enabled else gc.disable)()
+    assert guarded.__wrapped__ is parse and guarded.__name__ == "parse"
+
+
+def test_ast_guard_keeps_collections_out_of_ast_parse(tmp_path: Path) -> None:
+    guarded = run_pytest(tmp_path, AST_SUITE)
+    assert guarded.returncode == 0, guarded.stdout
+    assert [line for line in guarded.stdout.splitlines() if line.startswith("memsafe:")] == ast_guard_header()
+
+    unguarded = run_pytest(tmp_path, AST_SUITE, "-o", "memsafe_ast_guard=false")
+    assert "memsafe:" not in unguarded.stdout
+    if ast_parse_is_unsafe():  # the suite shows the bug where the guard is needed
+        assert summary_lines(unguarded) == [("FAILED", "test_ast.py::test_parse_while_garbage_with_finalizers_waits")]
+        assert "SystemError: AST constructor recursion depth mismatch" in unguarded.stdout
+    else:
+        assert unguarded.returncode == 0, unguarded.stdout
