@@ -23,6 +23,7 @@ instead measures the cost of one mock call with and without the guard, in this p
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import resource
@@ -54,6 +55,45 @@ mock.CallableMixin._increment_mock_call = _counting
 def pytest_sessionfinish(session):
     with open(os.path.join(os.environ["MEMSAFE_BENCH_COUNTS"], str(os.getpid())), "w") as out:
         out.write(str(_calls))
+"""
+
+
+# With the guards on: what each pytest process spent on them, in the process itself (the ratio of
+# two whole runs cannot resolve 1% on a busy machine).
+PROBE_PLUGIN = """\
+import json
+import os
+import threading
+from unittest import mock
+
+_calls = _tests = 0
+_original = mock.CallableMixin._increment_mock_call
+
+
+def _counting(self, /, *args, **kwargs):
+    global _calls
+    _calls += 1
+    return _original(self, *args, **kwargs)
+
+
+mock.CallableMixin._increment_mock_call = _counting  # the guard wraps this one at configure time
+
+
+def pytest_runtest_setup(item):  # only where tests run, not in the xdist controller
+    global _tests
+    _tests += 1
+
+
+def pytest_sessionfinish(session):
+    watchdog_ns = 0
+    for thread in threading.enumerate():
+        if thread.name == "memsafe-watchdog":
+            with open(f"/proc/self/task/{thread.native_id}/schedstat") as schedstat:
+                watchdog_ns = int(schedstat.read().split()[0])  # time on a CPU, in ns
+    times = os.times()
+    with open(os.path.join(os.environ["MEMSAFE_BENCH_COUNTS"], str(os.getpid())), "w") as out:
+        json.dump({"cpu": times.user + times.system, "watchdog": watchdog_ns / 1e9, "calls": _calls,
+                   "tests": _tests}, out)
 """
 
 
@@ -90,6 +130,64 @@ def count_mock_calls(python: str, suite: Path, args: list[str]) -> int:
         }
         run(python, suite, ["-p", "memsafe_bench_count", *args], env)
         return sum(int(path.read_text()) for path in Path(counts).iterdir())
+
+
+def attribute(python: str, suite: Path, args: list[str], guard_args: list[str]) -> None:
+    """One run with the guards and a probe: the watchdog threads' CPU time, and the mock calls and
+    tests whose checks cost what ``per_call_costs`` measures here."""
+    with tempfile.TemporaryDirectory() as plugin_dir, tempfile.TemporaryDirectory() as counts:
+        Path(plugin_dir, "memsafe_bench_probe.py").write_text(PROBE_PLUGIN)
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [plugin_dir, os.environ.get("PYTHONPATH")])),
+            "MEMSAFE_BENCH_COUNTS": counts,
+        }
+        run(python, suite, ["-p", "memsafe_bench_probe", *args, *guard_args], env)
+        processes = [json.loads(path.read_text()) for path in Path(counts).iterdir()]
+    total = {key: sum(process[key] for process in processes) for key in ("cpu", "watchdog", "calls", "tests")}
+    call_cost, read_cost = per_call_costs()
+    mock_guard = total["calls"] * call_cost
+    reads = total["tests"] * 2 * read_cost  # RSS before each test and after its teardown
+    print(
+        f"attribution ({len(processes)} pytest processes, {total['cpu']:.2f} s CPU in all, {total['tests']} tests, "
+        f"{total['calls']:,} mock calls):"
+    )
+    watchdogs = ", ".join(f"{process['watchdog'] * 1e3:.1f}" for process in processes)
+    print(f"  watchdog threads (RSS read every 20 ms during a test): {watchdogs} ms CPU")
+    print(f"  mock call checks: {total['calls']:,} x {call_cost * 1e6:.2f} us = {mock_guard * 1e3:.1f} ms")
+    print(f"  RSS reads around tests: {total['tests'] * 2:,} x {read_cost * 1e6:.1f} us = {reads * 1e3:.1f} ms")
+    spent = total["watchdog"] + mock_guard + reads
+    print(f"  guards in all: {spent * 1e3:.1f} ms = {spent / total['cpu'] * 100:.2f}% of the run's CPU")
+
+
+def per_call_costs(rounds: int = 15, calls: int = 20_000) -> tuple[float, float]:
+    """Seconds the mock guard adds to one mock call, and one RSS read takes (fastest rounds)."""
+    from unittest import mock
+
+    from pytest_memsafe import MockCallGuard, rss_meter
+
+    def per_call() -> float:
+        search = mock.MagicMock().api.search
+        start = time.process_time()
+        for _ in range(calls):
+            search(query="q", token=None)
+        return (time.process_time() - start) / calls
+
+    plain, guarded = [], []
+    for _ in range(rounds):
+        plain.append(per_call())
+        guard = MockCallGuard(calls * 10)
+        guard.phase = 1  # as inside a test
+        try:
+            guarded.append(per_call())
+        finally:
+            guard.pytest_unconfigure()
+    meter = rss_meter()
+    assert meter is not None
+    start = time.process_time()
+    for _ in range(calls):
+        meter.current()
+    return max(0.0, min(guarded) - min(plain)), (time.process_time() - start) / calls
 
 
 def micro(calls: int, rounds: int) -> None:
@@ -132,6 +230,9 @@ def main() -> None:
     parser.add_argument("--max-mock-calls", default="100000", help="the --memsafe-max-mock-calls of the guard runs")
     parser.add_argument("--count-mock-calls", action="store_true", help="first count the suite's mock calls")
     parser.add_argument("--micro", action="store_true", help="only measure one mock call with and without the guard")
+    parser.add_argument(
+        "--attribute", action="store_true", help="also run once with a probe that measures what the guards spend"
+    )
     options = parser.parse_args()
     if options.micro:
         micro(20_000, 25)
@@ -143,6 +244,10 @@ def main() -> None:
     print(f"suite: {suite}, pytest {' '.join(args)}; guard: {' '.join(guard_args)}")
     if options.count_mock_calls:
         print(f"unittest.mock calls in one run: {count_mock_calls(options.python, suite, args):,}")
+    if options.attribute:
+        attribute(options.python, suite, args, guard_args)
+        if options.repeat == 0:
+            return
 
     order = []
     for round_ in range(options.repeat):
