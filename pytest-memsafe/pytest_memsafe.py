@@ -540,10 +540,10 @@ class MemsafePlugin:
         self.worker_summaries: list[dict[str, Any]] = []
         self.over_budget = False
         self.over_budget_tests: list[dict[str, Any]] = []
-        self.watchdog = None
         live = meter is not None and meter.source != "getrusage ru_maxrss" and hasattr(signal, "pthread_kill")
-        if max_rss is not None and live:
-            self.watchdog = Watchdog(meter, max_rss)
+        self.watches = max_rss is not None and live
+        # Started by the first test: an xdist controller, which runs none, never wakes a thread.
+        self.watchdog: Watchdog | None = None
         self.report: dict[str, Any] | None = None
         self.explain: Any = None  # a pytest_memsafe_explain.Explainer with --memsafe-explain
         self.json_path = None
@@ -570,9 +570,12 @@ class MemsafePlugin:
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_call(self, item: pytest.Item):
-        watchdog = self.watchdog
-        if watchdog is None:
+        if not self.watches:
             return (yield)
+        if self.watchdog is None:
+            assert self.meter is not None and self.max_rss is not None
+            self.watchdog = Watchdog(self.meter, self.max_rss)
+        watchdog = self.watchdog
         # A test that starts over the budget (freed memory often stays resident) did not cross
         # it; it is stopped only if it grows by another quarter of the budget.
         watchdog.limit = max(self.max_rss, item.stash[_RSS_BEFORE] + self.max_rss // 4)
