@@ -77,6 +77,9 @@ class Settings:
     python: Optional[str] = None
     # Also apply fixes that can change what a test does (MSF004's ``new=AsyncMock(...)``).
     unsafe_fixes: bool = False
+    # The result cache's folder (relative to the configuration's folder; default
+    # ``.memsafe_fix_cache`` there). ``--cache-dir`` and ``MEMSAFE_FIX_CACHE_DIR`` take precedence.
+    cache_dir: Optional[str] = None
     # pytest's collection options, read from the project's pytest configuration.
     python_files: tuple[str, ...] = ("test_*.py", "*_test.py")
     python_classes: tuple[str, ...] = ("Test",)

@@ -18,6 +18,7 @@ import tokenize
 import traceback
 import warnings
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from multiprocessing.synchronize import Event as EventType
@@ -29,8 +30,9 @@ import libcst as cst
 from memsafe_fix.analysis.index import use_folder
 from memsafe_fix.analysis.markers import registered_markers, used_markers
 from memsafe_fix.analysis.module import ModuleAnalysis
-from memsafe_fix.analysis.project import first_party_names
+from memsafe_fix.analysis.project import Dependencies, first_party_names, recording
 from memsafe_fix.analysis.targets import Resolution
+from memsafe_fix.cache import Cache, Hit, digest
 from memsafe_fix.config import Settings
 from memsafe_fix.edits import Finding
 from memsafe_fix.fixer import FixError, LossySource, apply_fixes
@@ -79,6 +81,10 @@ class FileResult:
     # Of those, the ones only this run's fixes add.
     added_markers: frozenset[str] = frozenset()
     registered: frozenset[str] = frozenset()
+    # With ``Job.record``: the SHA-256 of the bytes analysed and what the analysis read
+    # elsewhere, for the cache.
+    digest: Optional[str] = None
+    dependencies: Optional[Dependencies] = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,8 @@ class Job:
     verbose: bool = False
     # Class name -> ``xdist_group`` name where other files of the run share the default one.
     group_names: Optional[dict[str, str]] = None
+    # Note the digest and dependencies in the result (the cache is on).
+    record: bool = False
 
 
 # A test class nested in another (or defined under ``if``/``try``): MSF002 gives it a teardown
@@ -236,7 +244,12 @@ def process(job: Job, data: Optional[bytes] = None) -> FileResult:
             # code, which is not what they ran memsafe-fix for.
             warnings.simplefilter("ignore", SyntaxWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
-            return _process(job, data)
+            if not job.record:
+                return _process(job, data)
+            with recording() as dependencies:
+                result = _process(job, data)
+            result.dependencies = dependencies
+            return result
     finally:
         if collecting:
             gc.enable()
@@ -250,6 +263,8 @@ def _process(job: Job, data: Optional[bytes]) -> FileResult:
     try:
         if data is None:
             data = job.path.read_bytes()
+        if job.record:
+            result.digest = digest(data)
         source, encoding = read_source(data)
     except OSError as exc:
         result.error = f"{job.display}:1:1: error: cannot read file: {exc.strerror or exc}"
@@ -318,13 +333,63 @@ def _note_added_markers(result: FileResult) -> None:
         result.markers |= result.added_markers
 
 
-def run(jobs: list[Job], workers: Optional[int] = None) -> Iterator[FileResult]:
+def run(jobs: list[Job], workers: Optional[int] = None, cache: Optional[Cache] = None) -> Iterator[FileResult]:
     """Results in the order of ``jobs``; files are processed in parallel by ``workers``
     processes (default: one per core) when there are many, in this process with 1.
     Closing the iterator early (an interrupt, SIGTERM) cancels the run: no file is written
-    after that, and the workers exit."""
+    after that, and the workers exit. With a ``cache``, files whose entry is still valid are
+    not processed again, and the results of the others are stored in it."""
     shared = shared_group_names([(job.path, job.settings) for job in jobs])
     jobs = [replace(job, group_names=shared[job.path]) if job.path in shared else job for job in jobs]
+    if cache is None:
+        yield from _run(jobs, workers)
+        return
+    jobs = [replace(job, record=True) for job in jobs]
+    cached = [_cached(job, cache) for job in jobs]
+    fresh = _run([job for job, hit in zip(jobs, cached) if hit is None], workers)
+    with closing(fresh):
+        for number, (job, hit) in enumerate(zip(jobs, cached), 1):
+            result = hit
+            if result is None:
+                result = next(fresh)
+                _store(job, result, cache)
+            if number == len(jobs):
+                cache.save()  # before the last result: a caller may stop asking once it has it
+            yield result
+
+
+def _cached(job: Job, cache: Cache) -> Optional[FileResult]:
+    """The result of ``job`` from the cache, when it has a valid entry (with ``--verbose``
+    never: the patch targets are not cached). ``--diff``/``--write`` take only entries of
+    files with nothing to fix."""
+    if job.verbose:
+        return None
+    try:
+        data = job.path.read_bytes()
+    except OSError:
+        return None
+    hit = cache.lookup(job.path, job.settings, data, job.group_names)
+    if hit is None or (job.mode is not Mode.CHECK and any(f.fixable for f in hit.findings)):
+        return None
+    return FileResult(
+        job.display,
+        findings=hit.findings,
+        markers=hit.markers,
+        added_markers=hit.added_markers,
+        registered=hit.registered,
+    )
+
+
+def _store(job: Job, result: FileResult, cache: Cache) -> None:
+    """Keep a result that is the file's check result: no error, and nothing fixed (after a
+    fix, the findings left are those of another text)."""
+    if result.error or result.fixed or result.digest is None or result.dependencies is None:
+        return
+    hit = Hit(result.findings, result.markers, result.added_markers, result.registered)
+    cache.store(job.path, job.settings, result.digest, job.group_names, hit, result.dependencies)
+
+
+def _run(jobs: list[Job], workers: Optional[int]) -> Iterator[FileResult]:
     workers = workers or os.cpu_count() or 1
     if len(jobs) < PARALLEL_THRESHOLD or workers == 1:
         yield from map(process, jobs)
