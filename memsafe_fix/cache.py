@@ -70,7 +70,7 @@ def settings_key(settings: Settings) -> str:
     settings, with the folder they came from."""
     values = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings) if f.name != "cache_dir"}
     identity = json.dumps(
-        [FORMAT, __version__, list(sys.version_info[:2]), sys.executable, values], default=str, sort_keys=True
+        [FORMAT, __version__, list(sys.version_info[:2]), values], default=str, sort_keys=True
     )
     return hashlib.sha256(identity.encode()).hexdigest()[:16]
 
