@@ -69,15 +69,16 @@ def settings_key(settings: Settings) -> str:
     memsafe-fix version, the Python version (its parser, its standard library) and the
     settings, with the folder they came from."""
     values = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings) if f.name != "cache_dir"}
-    identity = json.dumps(
-        [FORMAT, __version__, list(sys.version_info[:2]), values], default=str, sort_keys=True
-    )
+    identity = json.dumps([FORMAT, __version__, list(sys.version_info[:2]), values], default=str, sort_keys=True)
     return hashlib.sha256(identity.encode()).hexdigest()[:16]
 
 
 def _encode(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {"type": type(value).__name__, **{f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}}
+        return {
+            "type": type(value).__name__,
+            **{f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)},
+        }
     if isinstance(value, (list, tuple)):
         return [_encode(item) for item in value]
     return value
@@ -132,9 +133,7 @@ class Cache:
             self._shards[where] = _read_shard(where[0] / __version__ / f"{where[1]}.json")
         return where, self._shards[where]
 
-    def lookup(
-        self, path: Path, settings: Settings, data: bytes, groups: Optional[dict[str, str]]
-    ) -> Optional[Hit]:
+    def lookup(self, path: Path, settings: Settings, data: bytes, groups: Optional[dict[str, str]]) -> Optional[Hit]:
         """The cached results for ``path`` with these bytes, when still valid."""
         _, entries = self._shard(settings)
         entry = entries.get(str(path.absolute()))
