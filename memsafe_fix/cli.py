@@ -83,7 +83,18 @@ class Output:
     cache_dir: Optional[Path] = None
 
 
-app = typer.Typer(add_completion=False, context_settings={"help_option_names": ["-h", "--help"]})
+# Plain help at a fixed width (no rich panels): the same text on every terminal, which
+# ``entry.py`` serves for a bare ``--help`` without importing any of this (``help_text.py``).
+HELP_WIDTH = 80
+app = typer.Typer(
+    add_completion=False,
+    rich_markup_mode=None,
+    context_settings={
+        "help_option_names": ["-h", "--help"],
+        "max_content_width": HELP_WIDTH,
+        "terminal_width": HELP_WIDTH,
+    },
+)
 
 
 def _display(path: Path) -> str:
