@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -25,8 +26,6 @@ from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
 from typing import Iterator, Optional
 
-import libcst as cst
-
 from memsafe_fix.analysis.index import use_folder
 from memsafe_fix.analysis.markers import registered_markers, used_markers
 from memsafe_fix.analysis.module import ModuleAnalysis
@@ -34,8 +33,7 @@ from memsafe_fix.analysis.project import Dependencies, first_party_names, record
 from memsafe_fix.analysis.targets import Resolution
 from memsafe_fix.cache import Cache, Hit, digest
 from memsafe_fix.config import Settings
-from memsafe_fix.edits import Finding
-from memsafe_fix.fixer import FixError, LossySource, apply_fixes
+from memsafe_fix.edits import Finding, FixError, LossySource
 from memsafe_fix.report import unified_diff
 from memsafe_fix.rules import ALL_RULES, Context
 from memsafe_fix.rules.async_patch import AsyncPatch
@@ -161,6 +159,8 @@ def fix_source(
     fixable = [f for f in findings if f.fix is not None]
     if not fixable:
         return source, [], findings
+    from memsafe_fix.fixer import apply_fixes  # LibCST: only for a file with something to fix
+
     def_names = [d.name for d in module.defs]
     new_source = apply_fixes(source, [f.fix for f in fixable if f.fix is not None], def_names, first_party)
     try:
@@ -314,17 +314,25 @@ def _process(job: Job, data: Optional[bytes]) -> FileResult:
         result.error = f"{job.display}:1:1: syntax error: {exc}"
     except LossySource as exc:
         result.error = f"{job.display}:{exc.line}:1: error: cannot fix without losing bytes: {exc}; file left unchanged"
-    except cst.ParserSyntaxError as exc:
-        result.error = f"{job.display}:{exc.raw_line}:{exc.raw_column + 1}: syntax error: {exc.message}"
     except Exception as exc:  # a bug on one file must not stop the run or touch the file
-        detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)) if job.verbose else ""
-        result.error = (
-            f"{job.display}:1:1: internal error: {str(exc) or type(exc).__name__}; file left unchanged"
-            f"{chr(10) + detail if detail else ''}"
-        )
+        if _is_libcst_syntax_error(exc):
+            line, col = exc.raw_line, exc.raw_column + 1  # type: ignore[attr-defined]
+            result.error = f"{job.display}:{line}:{col}: syntax error: {exc.message}"  # type: ignore[attr-defined]
+        else:
+            detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)) if job.verbose else ""
+            result.error = (
+                f"{job.display}:1:1: internal error: {str(exc) or type(exc).__name__}; file left unchanged"
+                f"{chr(10) + detail if detail else ''}"
+            )
     result.fixed, result.findings = [], []
     result.markers = result.registered = result.added_markers = frozenset()
     return result
+
+
+def _is_libcst_syntax_error(exc: Exception) -> bool:
+    """LibCST is imported only to fix a file: its syntax error can only come from there."""
+    cst = sys.modules.get("libcst")
+    return cst is not None and isinstance(exc, cst.ParserSyntaxError)
 
 
 def _note_added_markers(result: FileResult) -> None:
