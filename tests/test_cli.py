@@ -151,7 +151,7 @@ def test_unreadable_file_and_missing_path(project: Path) -> None:
 
 
 def test_internal_error_leaves_file_untouched(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("memsafe_fix.engine.apply_fixes", lambda source, *args: source + "def (:\n")
+    monkeypatch.setattr("memsafe_fix.fixer.apply_fixes", lambda source, *args: source + "def (:\n")
     (project / "tests" / "test_a.py").write_text(MOCK_CLASS)
     result = invoke("--write", "tests")
     assert result.exit_code == 2
