@@ -126,6 +126,9 @@ class Cache:
         # Digests of dependency files (None: unreadable), each file read once per run.
         self._digests: dict[str, Optional[str]] = {}
         self._probes: dict[str, bool] = {}
+        # Module lookups, by settings object (those of a folder are one object for the run).
+        self._lookups: dict[tuple[str, str, bool, int], Optional[str]] = {}
+        self._settings: dict[int, Settings] = {}  # keeps the objects whose ids key ``_lookups`` alive
 
     def _shard(self, settings: Settings) -> tuple[tuple[Path, str], dict[str, Any]]:
         where = (cache_folder(settings, self.override), settings_key(settings))
@@ -153,13 +156,21 @@ class Cache:
 
     def _still_valid(self, entry: dict[str, Any], settings: Settings) -> bool:
         for dotted, folder, installed, found in entry["lookups"]:
-            now = find_module(str(dotted), Path(folder), settings, bool(installed))
-            if (str(now) if now is not None else None) != found:
+            if self._found(str(dotted), str(folder), bool(installed), settings) != found:
                 return False
         for file, expected in entry["files"].items():
             if self._digest(file) != expected:
                 return False
         return all(self._exists(file) == exists for file, exists in entry["probes"].items())
+
+    def _found(self, dotted: str, folder: str, installed: bool, settings: Settings) -> Optional[str]:
+        """Where a module lookup leads now (many files share each: asked once per run)."""
+        key = (dotted, folder, installed, id(settings))
+        if key not in self._lookups:
+            self._settings[id(settings)] = settings
+            now = find_module(dotted, Path(folder), settings, installed)
+            self._lookups[key] = str(now) if now is not None else None
+        return self._lookups[key]
 
     def _digest(self, file: str) -> Optional[str]:
         if file not in self._digests:
