@@ -279,7 +279,9 @@ def _process(job: Job, data: Optional[bytes]) -> FileResult:
             ast.parse(source, str(job.path))
             return result
         module = ModuleAnalysis(source, job.settings, module_name, job.path)
-        result.markers = used_markers(module)
+        # Naming a pytest marker takes the identifier ``mark`` (``pytest.mark.x``, ``from
+        # pytest import mark``); Python folds non-ASCII identifiers to ASCII ones.
+        result.markers = used_markers(module) if "mark" in source or not source.isascii() else frozenset()
         if module_name == "conftest":
             result.registered = registered_markers(module.tree)
         if job.verbose:
