@@ -605,6 +605,21 @@ def test_async_decorators_setting(project: Path) -> None:
     assert "`async-decorators` must be a list of strings" in invoke("tests").everything
 
 
+def test_class_decorator_through_a_module_is_no_error(project: Path) -> None:
+    """``@decos.Retry`` naming a class: the method becomes an instance, MSF004 leaves it
+    unresolved (it used to fail with an internal error reading the class as a function)."""
+    (project / "shop").mkdir()
+    (project / "shop" / "__init__.py").write_text("")
+    (project / "shop" / "decos.py").write_text("class Retry:\n    def __init__(self, f):\n        self.f = f\n")
+    (project / "shop" / "client.py").write_text(
+        "from shop import decos\n\n\nclass Client:\n    @decos.Retry\n    async def decorated(self):\n        pass\n"
+    )
+    (project / "tests" / "test_a.py").write_text(ASYNC_PROJECT_TEST)
+    checked = invoke("--check", "--verbose", "tests")
+    assert "internal error" not in checked.everything
+    assert "async def `client.decorated` is decorated with `decos.Retry`" in checked.stderr
+
+
 def test_config_only_pyproject_in_tests_is_not_the_project_root(project: Path) -> None:
     (project / "pkg").mkdir()
     (project / "pkg" / "__init__.py").write_text("")
