@@ -1,17 +1,24 @@
-"""Time and peak memory of ``memsafe-fix --check`` on one generated test file per size: every
+"""CPU time and peak memory of ``memsafe-fix`` on one generated test file per size: every
 analysis must stay linear in the file's size.
 
-    .venv/bin/python benchmarks/big_file.py [--megabytes 1 10] [--mode check]
+    .venv/bin/python benchmarks/big_file.py [--megabytes 1 2.5 5 10] [--mode check diff write] [--parse]
 
-Each file is mock-using test classes (``setup_method`` state, a ``patch`` decorator) repeated
-to the size asked for; 10 MB is about 28,000 classes. Target for 10 MB with ``--check``: under
-10 s and under 300 MB. Prints, per size: classes, seconds, peak MiB, and seconds per MB.
+Each file is mock-using test classes (``setup_method`` state, a ``patch`` decorator: the
+``CLASS`` template, which ``speed.py`` uses too) repeated to the size asked for; 10 MB is about
+28,000 classes. Target for 10 MB with ``--check``: under 10 s and under 300 MB (``--check`` reads
+files of 512 KB or more a chunk of top-level statements at a time, see
+``memsafe_fix/analysis/chunks.py``). ``--diff`` and ``--write`` parse the whole file with LibCST:
+give them smaller sizes. ``--parse`` also times a bare ``ast.parse`` of each file (in a process of
+its own, with the cyclic collector off as the engine runs), for comparison.
+
+Prints, per size and mode: classes, CPU seconds (user + sys of the process, the measure to
+compare on a shared machine), wall seconds, peak RSS, and CPU seconds per MB.
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
+import os
 import subprocess
 import sys
 import tempfile
@@ -33,6 +40,8 @@ class TestService{i}:
         assert getcwd() == "/"
 
 """
+# A bare parse of the file, as the engine does it (cyclic collector off).
+PARSE = "import ast, gc, sys; gc.disable(); ast.parse(open(sys.argv[1]).read())"
 
 
 def generate(size: int) -> tuple[str, int]:
@@ -45,31 +54,45 @@ def generate(size: int) -> tuple[str, int]:
     return "".join(parts), count
 
 
-def measure(path: Path, mode: str) -> tuple[float, float]:
-    """(wall seconds, peak MiB) of one ``memsafe-fix`` run in its own process."""
-    command = [sys.executable, "-m", "memsafe_fix"]
+def measure(command: list[str], cwd: Path) -> tuple[float, float, float]:
+    """(CPU seconds, wall seconds, peak MiB) of one command in a process of its own."""
     start = time.perf_counter()
-    subprocess.run([*command, f"--{mode}", "-q", path.name], cwd=path.parent, capture_output=True)
-    seconds = time.perf_counter() - start
-    return seconds, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _, _, usage = os.wait4(process.pid, 0)
+    except BaseException:
+        process.kill()
+        raise
+    process.returncode = 0  # reaped by wait4
+    wall = time.perf_counter() - start
+    return usage.ru_utime + usage.ru_stime, wall, usage.ru_maxrss / 1024
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--megabytes", type=float, nargs="+", default=[1, 10])
-    parser.add_argument("--mode", choices=["check", "diff", "write"], default="check")
+    parser.add_argument("--megabytes", type=float, nargs="+", default=[1, 2.5, 5, 10])
+    parser.add_argument("--mode", choices=["check", "diff", "write"], nargs="+", default=["check"])
+    parser.add_argument("--parse", action="store_true", help="also time a bare ast.parse of each file")
     options = parser.parse_args()
+    print("size, classes, what: CPU s (user+sys), wall s, peak RSS MiB, CPU s/MB")
     with tempfile.TemporaryDirectory() as folder:
         for megabytes in options.megabytes:
             source, classes = generate(int(megabytes * 1_000_000))
             path = Path(folder) / f"test_big_{megabytes:g}mb.py"
-            path.write_text(source)
-            seconds, peak = measure(path, options.mode)
-            # ru_maxrss of children is the largest child so far: sizes go up, so it is this run's.
-            print(
-                f"{megabytes:g} MB ({classes} classes), --{options.mode}: {seconds:.1f} s, "
-                f"peak {peak:.0f} MiB, {seconds / megabytes:.2f} s/MB"
-            )
+            runs = [
+                (f"--{mode}", [sys.executable, "-m", "memsafe_fix", f"--{mode}", "-q", path.name])
+                for mode in options.mode
+            ]
+            if options.parse:
+                runs.append(("ast.parse", [sys.executable, "-c", PARSE, path.name]))
+            for label, command in runs:
+                path.write_text(source)  # ``--write`` changed it
+                cpu, wall, peak = measure(command, path.parent)
+                print(
+                    f"{megabytes:g} MB, {classes} classes, {label}: {cpu:.1f} CPU s, {wall:.1f} s, "
+                    f"{peak:.0f} MiB, {cpu / megabytes:.2f} CPU s/MB",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The config doctor: project-level findings (``PROJECT_RULES``: MSF010, MSF011) about the
+"""The config doctor: project-level findings (``PROJECT_RULES``: MSF010-MSF013) about the
 pytest configuration of the tests a run processed.
 
 The engine analyses each test file once and hands back, with its findings, the markers it uses
@@ -47,6 +47,10 @@ else:  # pragma: no cover - exercised on Python < 3.11 only
     import tomli as tomllib
 
 
+# The rules whose fixes write garbage collections into test files.
+COLLECTING_RULES = ("MSF002", "MSF005")
+
+
 class Doctor:
     """Collects what the engine found per test file; checks and fixes each pytest configuration
     once. ``display`` turns a path into the way the CLI shows it."""
@@ -74,6 +78,7 @@ class Doctor:
         project.markers |= result.markers
         project.existing_markers |= result.markers - result.added_markers
         project.registered |= result.registered
+        project.adds_collections |= any(f.code in COLLECTING_RULES for f in (*result.fixed, *result.findings))
         self.folders[key].add(folder)
         if path.name == "conftest.py":
             self.conftests.add(path.resolve())

@@ -26,6 +26,7 @@ from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
 from typing import Iterator, Optional
 
+from memsafe_fix.analysis import chunks
 from memsafe_fix.analysis.index import use_folder
 from memsafe_fix.analysis.markers import registered_markers, used_markers
 from memsafe_fix.analysis.module import ModuleAnalysis
@@ -33,10 +34,11 @@ from memsafe_fix.analysis.project import Dependencies, first_party_names, record
 from memsafe_fix.analysis.targets import Resolution
 from memsafe_fix.cache import Cache, Hit, digest
 from memsafe_fix.config import Settings
-from memsafe_fix.edits import Finding, FixError, LossySource
+from memsafe_fix.edits import Finding, Fix, FixError, LossySource
 from memsafe_fix.report import unified_diff
 from memsafe_fix.rules import ALL_RULES, Context
 from memsafe_fix.rules.async_patch import AsyncPatch
+from memsafe_fix.rules.release_state import preset_module_facts
 from memsafe_fix.rules.xdist_group import shared_group_names
 
 # Below this many files, starting worker processes costs more than it saves.
@@ -276,8 +278,16 @@ def _process(job: Job, data: Optional[bytes]) -> FileResult:
     try:
         if not from_stdin and not could_have_findings(source, job.settings, module_name):
             # Clean, but a syntax error is still reported: the parse is a fifth of the analysis.
-            ast.parse(source, str(job.path))
+            # A big file is parsed a chunk at a time (one that splits into chunks has none).
+            if not chunks.wants_chunks(source) or chunks.plan(source, job.settings, module_name, job.path) is None:
+                ast.parse(source, str(job.path))
             return result
+        if job.mode is Mode.CHECK and _chunked(source, job.settings, module_name):
+            checked = _check_in_chunks(job, source, module_name)
+            if checked is not None:
+                result.findings, result.markers, result.patch_targets = checked
+                _note_added_markers(result)
+                return result
         module = ModuleAnalysis(source, job.settings, module_name, job.path)
         # Naming a pytest marker takes the identifier ``mark`` (``pytest.mark.x``, ``from
         # pytest import mark``); Python folds non-ASCII identifiers to ASCII ones.
@@ -335,6 +345,62 @@ def _is_libcst_syntax_error(exc: Exception) -> bool:
     """LibCST is imported only to fix a file: its syntax error can only come from there."""
     cst = sys.modules.get("libcst")
     return cst is not None and isinstance(exc, cst.ParserSyntaxError)
+
+
+def _chunked(source: str, settings: Settings, module_name: str) -> bool:
+    """Whether ``--check`` reads the file a chunk at a time (see ``analysis/chunks.py``): a big
+    test file, unless MSF005 writes one fixture for the whole module."""
+    return chunks.wants_chunks(source) and module_name != "conftest" and settings.function_gc != "fixture"
+
+
+def _check_in_chunks(
+    job: Job, source: str, module_name: str
+) -> Optional[tuple[list[Finding], frozenset[str], list[PatchTarget]]]:
+    """Findings, markers used and (verbose) patch targets of a big file, analysed a chunk at a
+    time, or None when it is to be analysed whole. The chunks are first found from the text
+    alone; where a chunk's parse disagrees, again by parsing them."""
+    for planner in (chunks.quick_plan, chunks.plan):
+        plan = planner(source, job.settings, module_name, job.path)
+        checked = _check_planned(job, plan, module_name) if plan is not None else None
+        if checked is not None:
+            return checked
+    return None
+
+
+_FIXABLE = Fix(())
+
+
+def _check_planned(
+    job: Job, plan: chunks.Plan, module_name: str
+) -> Optional[tuple[list[Finding], frozenset[str], list[PatchTarget]]]:
+    findings: list[Finding] = []
+    markers: set[str] = set()
+    targets: list[PatchTarget] = []
+    lines = [chunk.line for chunk in plan.chunks[1:]] + [len(plan.source) + 2]
+    for (chunk, context), end in zip(chunks.contexts(plan), lines):
+        if sum(unit.end - unit.start for unit in context) > chunks.MAX_CONTEXT_CHUNKS * chunks.CHUNK_CHARS:
+            return None
+        try:
+            module = chunks.ChunkAnalysis(plan, chunk, context, job.settings, module_name, job.path)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            return None
+        if not module.valid():
+            chunks.release(module)
+            return None
+        # Only the code of fixes uses the quote, and ``--check`` prints none.
+        module.quote = '"'
+        preset_module_facts(module, plan.bases_read_after_super, plan.uses_instance_in_teardown)
+        markers |= used_markers(module)
+        if job.verbose:
+            targets += [target for target in patch_targets(module) if chunk.line <= target.line < end]
+        # ``--check`` reports whether a finding is fixable, not how: the edits are not kept.
+        findings += [
+            replace(finding, fix=_FIXABLE) if finding.fix is not None else finding
+            for finding in _check(module, job.group_names)
+            if chunk.line <= finding.line < end
+        ]
+        chunks.release(module)
+    return findings, frozenset(markers), targets
 
 
 def _note_added_markers(result: FileResult) -> None:

@@ -31,6 +31,25 @@ pytest-xdist's ``load``, which ignores ``xdist_group``, and says so in the heade
 then needs no ``--dist``, which turns pytest-benchmark off in every run, even without ``-n``.
 Give ``--dist load`` to opt out.
 
+CPython 3.11.0 to 3.11.7: garbage collection inside ``ast.parse``
+---------------------------------------------------------------
+These releases keep the AST constructor's recursion-depth counter in global state
+(python/cpython#106905, fixed in 3.11.8): when a garbage collection starts while ``ast.parse``
+builds its tree and runs a finalizer that parses too, the outer ``ast.parse`` raises
+``SystemError: AST constructor recursion depth mismatch``. In 3.11 every formatted traceback
+parses its source lines (for the ``^^^`` markers), so asyncio logging a task's never-retrieved
+exception from a finalizer is enough, and pytest parses a test's whole file to show its failure:
+an ``xfail`` test's expected failure then ends the run with an ``INTERNALERROR`` from the xdist
+worker that ran it. Which collection
+lands inside which parse depends on every allocation before it, so any change (a test added,
+tests moved between workers, a ``gc.collect(1)`` in teardowns) can make it appear or vanish. On
+these releases the plugin replaces ``ast.parse`` for the session with a wrapper that pauses the
+automatic collection (``gc.disable()``) while the parse runs and resumes it after (a collector
+that was disabled stays disabled; collections that came due run at the next allocation), and
+says so in one header line. The ini setting ``memsafe_ast_guard = false`` turns it off. Calls of
+``compile(..., ast.PyCF_ONLY_AST)`` are not covered; pytest and the traceback module use
+``ast.parse``.
+
 Options
 -------
 ``--memsafe-report``, ``--memsafe-report=term``
@@ -59,12 +78,35 @@ Options
                {"nodeid": "tests/test_a.py::test_paging", "rss": 1610612736,
                 "when": "call"}              # "call": stopped by the watchdog; or "teardown"
              ],
-             "error": null}                  # for a worker that went down without data: why,
-          ],                                 # with null numbers
+             "error": null,                  # for a worker that went down without data: why,
+                                             # with null numbers
+             "died_running": null}           # for a worker that went down in a test: its id
+          ],                                 # (from pytest-xdist's crash report)
           "top_tests": [                     # at most 10, largest rss_growth first
             {"nodeid": "tests/test_a.py::TestA::test_x", "process": "gw1", "rss_growth": 2097152}
           ]
         }
+
+    A worker that goes down in a test (the OOM killer, a segfault, ``os._exit``) is listed with
+    the test it was running, which pytest-xdist names in its crash report (the first test the
+    controller sent it and got no result for): ``gw1 died while running test_x.py::test_y`` in
+    the table, ``died_running`` in the JSON.
+
+``--memsafe-explain``, ``--memsafe-chart=PATH``
+    ``--memsafe-report`` (or the given ``=json:PATH``) plus, for each process, where its growth
+    went and what would free it: RSS growth while collecting and in the tests that first imported
+    modules (how many, from which packages); what the test-class instances still hold and what
+    only they keep (what MSF006 and ``--memsafe-gc`` free), walked at the end; the module globals
+    and class attributes that kept objects of sampled tests, and their size at the end; objects
+    kept by pytest or elsewhere and garbage in reference cycles, per sampled test and estimated
+    for all; the growth none of this explains; then what would free each part, or that nothing
+    would. In the JSON, each process has an ``explain`` object with the same data and
+    ``rss_series`` (RSS after each test, at most 2,000 points). With plotext installed
+    (``pytest-memsafe[chart]``) the terminal report ends with a chart of RSS per test per process,
+    and ``--memsafe-chart=PATH`` also saves it (``.html``: a web page); without plotext one line
+    says so. The code is in ``pytest_memsafe_explain.py``, imported only with these options; its
+    module docstring says how tests are sampled (at most 8% of the CPU time, plus 0.3 s) and
+    what a sampled test sees (the heap frozen while it runs).
 
 ``--memsafe-max-rss=SIZE``
     Memory budget. SIZE is bytes or a number with ``K``, ``M``, ``G`` or ``T`` (binary units,
@@ -100,6 +142,32 @@ Options
     needs the current RSS and ``signal.pthread_kill``: on Linux (``/proc/self/statm``) and on
     other POSIX systems with ``psutil``; elsewhere only the teardown check runs. It replaces
     any other ``SIGUSR1`` handler for the session.
+
+``--memsafe-max-mock-calls=N``
+    Fail the test in which one ``unittest.mock`` mock records more than N calls in one phase
+    (setup, call or teardown), at the call that crosses N: that call raises
+    ``MockCallLimitExceeded`` in the code under test, naming the test, the phase, the mock and
+    the limit. Calls are what a mock keeps (``mock_calls``, ``call_args_list``, and its parents'
+    ``mock_calls``), and what grew the incident's worker: a loop over a mock that never ends
+    stops here after N calls, before its memory shows. A mock counts its children's calls, as
+    its ``mock_calls`` does. Counting per phase keeps a mock that lives across tests (module
+    level, a session fixture) from failing a test for what earlier tests recorded, and keeps a
+    teardown that uses the mock after a stopped call phase from failing again. Works for Mock,
+    MagicMock, AsyncMock, ``patch`` and pytest-mock's ``mocker`` (not the standalone ``mock``
+    package), sync and async. ``MockCallLimitExceeded`` derives from ``BaseException``, so
+    ``except Exception`` does not swallow it; every further call of the mock in that phase
+    raises again, and if the test passes anyway (it swallowed every stop, or called the mock in
+    another thread, where the exception ends that thread) its report is turned into the failure.
+    The ini setting ``memsafe_max_mock_calls`` sets the same limit; the option wins over it.
+
+    How: every mock call goes through ``CallableMixin._increment_mock_call`` (Python 3.8+),
+    which records it; the plugin wraps that method for the session, and after it compares the
+    length of ``mock_calls`` of the mock and each parent with its length at the phase's first
+    call (kept in the mock's ``__dict__`` under ``_memsafe_calls_at``, which ``dir()`` hides).
+    That adds about 2 us to a 15-22 us ``MagicMock`` call two levels down, needs no thread nor a
+    heap walk, and stops the runaway at the exact call in the thread that makes it. A watchdog
+    thread would have to find the mocks (``gc.get_objects()``, milliseconds to tens of them on
+    a real heap, holding the GIL) every sample, and could stop the test only a sample later.
 
 ``--memsafe-gc``
     After every test, once its teardown is done (its frame, fixtures and ``teardown_method``
@@ -137,10 +205,13 @@ caches. Measuring reads ``/proc/self/statm`` two or three times per test (micros
 from __future__ import annotations
 
 import argparse
+import ast
+import functools
 import gc
 import heapq
 import json
 import os
+import platform
 import re
 import signal
 import sys
@@ -213,11 +284,44 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "Default: the memsafe_max_rss ini setting.",
     )
     parser.addini("memsafe_max_rss", "the default of --memsafe-max-rss (500M, 1.5G, 800MiB, bytes)", default="")
+    parser.addini(
+        "memsafe_ast_guard",
+        "on CPython 3.11.0-3.11.7, pause garbage collection inside ast.parse (CPython bug gh-106905); default true",
+        type="bool",
+        default=True,
+    )
+    group.addoption(
+        "--memsafe-max-mock-calls",
+        type=parse_count,
+        default=None,
+        metavar="N",
+        help="fail the test in which one unittest.mock mock records more than N calls in one phase (setup, "
+        "call or teardown), at the call that crosses N. Default: the memsafe_max_mock_calls ini setting.",
+    )
+    parser.addini("memsafe_max_mock_calls", "the default of --memsafe-max-mock-calls (a number of calls)", default="")
     group.addoption(
         "--memsafe-gc",
         action="store_true",
         help="after each test's teardown, clear its class instance's attributes and collect the young "
         "generations (gc.collect(1)), so memory kept on self is freed at almost no cost.",
+    )
+    add_explain_options(group)
+
+
+def add_explain_options(group: Any) -> None:
+    """--memsafe-explain (pytest_memsafe_explain.py, imported only when it is given)."""
+    group.addoption(
+        "--memsafe-explain",
+        action="store_true",
+        help="--memsafe-report, plus what each worker's growth is: imports, objects kept by tests (on self, "
+        "in module state, by pytest) by type, garbage in cycles, and what would free it; with a chart of RSS "
+        "per test if plotext is installed (pytest-memsafe[chart]).",
+    )
+    group.addoption(
+        "--memsafe-chart",
+        default=None,
+        metavar="PATH",
+        help="with --memsafe-explain: also save the chart of RSS per test to PATH (.html: a web page, else text).",
     )
 
 
@@ -283,6 +387,8 @@ def release_instance_state(item: pytest.Item) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    configure_mock_guard(config)
+    install_ast_parse_guard(config)
     report_target = config.getoption("memsafe_report")
     max_rss = config.getoption("memsafe_max_rss")
     if max_rss is None and config.getini("memsafe_max_rss"):
@@ -291,6 +397,9 @@ def pytest_configure(config: pytest.Config) -> None:
         except argparse.ArgumentTypeError as error:
             raise pytest.UsageError(f"ini setting memsafe_max_rss: {error}") from None
     collect_garbage = config.getoption("memsafe_gc")
+    explain = config.getoption("memsafe_explain") or config.getoption("memsafe_chart") is not None
+    if explain and report_target is None:
+        report_target = "term"
     if report_target is None and max_rss is None and not collect_garbage:
         return
     meter = None
@@ -300,6 +409,13 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError("--memsafe-report and --memsafe-max-rss cannot measure RSS here: install psutil")
     plugin = MemsafePlugin(config, meter, report_target, max_rss, collect_garbage)
     config.pluginmanager.register(plugin, "memsafe-session")
+    if report_target is not None and not plugin.is_worker:
+        config.pluginmanager.register(DeadWorkers(plugin), "memsafe-dead-workers")
+    if explain:
+        import pytest_memsafe_explain
+
+        plugin.explain = pytest_memsafe_explain.Explainer(config, meter.current, _RSS_BEFORE, collect_garbage)
+        config.pluginmanager.register(plugin.explain, "memsafe-explain")  # after: its wrappers run outside
 
 
 class MemoryBudgetExceeded(BaseException):
@@ -429,6 +545,7 @@ class MemsafePlugin:
         if max_rss is not None and live:
             self.watchdog = Watchdog(meter, max_rss)
         self.report: dict[str, Any] | None = None
+        self.explain: Any = None  # a pytest_memsafe_explain.Explainer with --memsafe-explain
         self.json_path = None
         if report_target is not None and report_target.startswith("json:"):
             self.json_path = config.invocation_params.dir / report_target[len("json:") :]
@@ -536,6 +653,7 @@ class MemsafePlugin:
                 **dict.fromkeys(("peak_rss", "start_rss", "end_rss", "rss_growth", "tests")),
                 "over_budget": [],
                 "error": str(error),
+                "died_running": None,  # DeadWorkers fills it in from xdist's crash report
                 "top_tests": [],
             }
         self.worker_summaries.append(summary)
@@ -567,7 +685,9 @@ class MemsafePlugin:
             "tests": self.tests,
             "over_budget": self.over_budget_tests,
             "error": None,
+            "died_running": None,
             "top_tests": [{"nodeid": nodeid, "rss_growth": growth} for growth, nodeid in self.top_tests],
+            **({"explain": self.explain.summary(self.start_rss, end_rss, self.tests)} if self.explain else {}),
         }
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
@@ -575,6 +695,8 @@ class MemsafePlugin:
             return
         if self.json_path is not None:
             terminalreporter.write_line(f"memsafe: memory report written to {self.json_path}")
+            if self.explain is not None:
+                self.explain.write(terminalreporter, self.report, terse=True)
             return
         write = terminalreporter.write_line
         terminalreporter.write_sep("=", "memsafe memory report")
@@ -590,6 +712,8 @@ class MemsafePlugin:
                 f"{_signed_mib(process['rss_growth']):>12}"
             )
         for process in processes:
+            if process["died_running"] is not None:
+                write(f"{process['name']} died while running {process['died_running']}")
             for test in process["over_budget"]:
                 write(f"{process['name']}: {test['nodeid']} crossed the budget at {_mib(test['rss'])} ({test['when']})")
         write("")
@@ -597,6 +721,8 @@ class MemsafePlugin:
         width = max((len(test["process"]) for test in self.report["top_tests"]), default=0)
         for test in self.report["top_tests"]:
             write(f"{_signed_mib(test['rss_growth']):>12}  {test['process']:<{width}}  {test['nodeid']}")
+        if self.explain is not None:
+            self.explain.write(terminalreporter, self.report, terse=False)
 
 
 def _worker_order(summary: dict[str, Any]) -> tuple[int, str]:
@@ -616,6 +742,188 @@ def _merge(source: str, summaries: list[dict[str, Any]]) -> dict[str, Any]:
         "processes": [{key: value for key, value in summary.items() if key != "top_tests"} for summary in summaries],
         "top_tests": heapq.nlargest(TOP_TESTS, top_tests, key=lambda test: test["rss_growth"]),
     }
+
+
+# --- mock call guard ------------------------------------------------------------------------
+
+# In a mock's __dict__ (underscored, so `dir(mock)` does not show it): (phase, the number of entries
+# its mock_calls had before the phase's first call on it).
+_MOCK_MARK = "_memsafe_calls_at"
+
+
+def parse_count(text: str) -> int:
+    """A positive whole number, for --memsafe-max-mock-calls."""
+    try:
+        count = int(text.strip().replace("_", ""))
+    except ValueError:
+        count = 0
+    if count <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number of calls, e.g. 100000")
+    return count
+
+
+def configure_mock_guard(config: pytest.Config) -> None:
+    """Install the mock call guard when --memsafe-max-mock-calls (or its ini setting) is given."""
+    max_calls = config.getoption("memsafe_max_mock_calls")
+    if max_calls is None and config.getini("memsafe_max_mock_calls"):
+        try:
+            max_calls = parse_count(config.getini("memsafe_max_mock_calls"))
+        except argparse.ArgumentTypeError as error:
+            raise pytest.UsageError(f"ini setting memsafe_max_mock_calls: {error}") from None
+    if max_calls is not None:
+        config.pluginmanager.register(MockCallGuard(max_calls), "memsafe-mock-guard")
+
+
+class MockCallLimitExceeded(BaseException):
+    """Raised by the call that makes one ``unittest.mock`` mock record more than
+    --memsafe-max-mock-calls calls in one phase of a test; a BaseException so that ``except
+    Exception`` in the code under test lets it through."""
+
+
+class MockCallGuard:
+    """Fails a test at the call that makes one ``unittest.mock`` mock record more than ``max_calls``
+    calls in one phase (setup, call or teardown) of it.
+
+    Every call of a mock is recorded by ``CallableMixin._increment_mock_call`` (Python 3.8+, for
+    Mock, MagicMock, AsyncMock, ``patch`` and pytest-mock's ``mocker`` alike), which appends it to
+    the mock's ``mock_calls`` and ``call_args_list`` and to the ``mock_calls`` of every parent. The
+    guard wraps that method: after it, it compares the length of ``mock_calls`` of the mock and of
+    each parent with the length it had when the phase first called it (kept in the mock's
+    ``__dict__``), and raises ``MockCallLimitExceeded`` from the call that crosses the limit, in the
+    thread that made it, so the runaway stops at once and deterministically. Each call made after
+    that in the same phase raises again (a retry loop that swallows the first stop is stopped again
+    at its next call), and if the test still passes (it swallowed every stop, or the mock was called
+    in another thread) its report is turned into a failure. Counting per phase keeps a mock that
+    lives across tests (module level, a session fixture) from failing a test for calls that earlier
+    tests recorded."""
+
+    def __init__(self, max_calls: int) -> None:
+        from unittest import mock  # only here: the plugin itself imports nothing but pytest
+
+        self.max_calls = max_calls
+        self.phase = 0  # the running phase's number; 0 between phases (no counting there)
+        self.phases = 0
+        self.item: pytest.Item | None = None
+        self.when = ""
+        self.where = ""
+        # (item, when, message) of the first crossing in the last phase
+        self.tripped: tuple[pytest.Item, str, str] | None = None
+        self.mixin = mock.CallableMixin
+        self.original = mock.CallableMixin._increment_mock_call
+        self.wrapper = self._wrap(self.original)
+        self.mixin._increment_mock_call = self.wrapper
+
+    def _wrap(self, original: Callable[..., None]) -> Callable[..., None]:
+        guard = self
+
+        def _increment_mock_call(mock: Any, /, *args: Any, **kwargs: Any) -> None:
+            __tracebackhide__ = True
+            original(mock, *args, **kwargs)
+            if guard.phase:
+                guard.check(mock)
+
+        return _increment_mock_call
+
+    def check(self, mock: Any) -> None:
+        """After ``mock`` recorded a call: fail if it, or a parent, has recorded too many in this phase."""
+        __tracebackhide__ = True
+        phase = self.phase
+        node = mock
+        while node is not None:
+            state = node.__dict__
+            calls = len(node.mock_calls)
+            mark = state.get(_MOCK_MARK)
+            if mark is None or mark[0] != phase or calls <= mark[1]:  # first call this phase, or reset
+                state[_MOCK_MARK] = (phase, calls - 1)
+            elif calls - mark[1] > self.max_calls:
+                self._stop(node, calls - mark[1])
+            node = state.get("_mock_new_parent")
+
+    def _stop(self, mock: Any, recorded: int) -> None:
+        __tracebackhide__ = True
+        message = (
+            f"memsafe: stopped the {self.where}: the mock {mock._extract_mock_name()!r} recorded {recorded:,} calls "
+            f"in it, over the --memsafe-max-mock-calls limit of {self.max_calls:,} (a mock keeps every call: a loop "
+            "over a mock that never ends, like paging through a search that returns the same page, grows "
+            "until the process is killed)."
+        )
+        if self.tripped is None:
+            assert self.item is not None
+            self.tripped = (self.item, self.when, message)
+        raise MockCallLimitExceeded(message)
+
+    def _phase(self, item: pytest.Item, when: str):
+        self.phases += 1
+        self.phase, self.item, self.when, self.where, self.tripped = (
+            self.phases,
+            item,
+            when,
+            f"{when} of {item.nodeid}",
+            None,
+        )
+        try:
+            return (yield)
+        finally:
+            self.phase = 0
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item):
+        return (yield from self._phase(item, "setup"))
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_call(self, item: pytest.Item):
+        return (yield from self._phase(item, "call"))
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_teardown(self, item: pytest.Item, nextitem: pytest.Item | None):
+        return (yield from self._phase(item, "teardown"))
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]):
+        report = yield
+        tripped = self.tripped
+        if tripped is None or tripped[0] is not item or tripped[1] != call.when:
+            return report
+        if call.excinfo is not None and call.excinfo.errisinstance(MockCallLimitExceeded):
+            # The failure says it. Now that it is written, drop what the runaway built: the
+            # stopped frames' locals (pytest keeps the traceback in sys.last_traceback), then the
+            # mocks, which are cycles with their children.
+            traceback.clear_frames(call.excinfo.tb)
+            gc.collect()
+            return report
+        if report.passed:  # every stop was swallowed, or the mock ran in another thread
+            report.outcome = "failed"
+            report.longrepr = tripped[2]
+        elif report.failed:
+            report.sections.append(("memsafe", tripped[2]))
+        return report
+
+    def pytest_unconfigure(self) -> None:
+        if self.mixin._increment_mock_call is self.wrapper:  # unless someone wrapped it after us
+            self.mixin._increment_mock_call = self.original
+
+
+# --- workers that went down -----------------------------------------------------------------
+
+
+class DeadWorkers:
+    """In the xdist controller, with --memsafe-report: the test each worker that went down (killed by
+    the OOM killer, ``os._exit``, a segfault) was running, from pytest-xdist's crash report, which
+    names the first test the controller sent the worker and got no result for."""
+
+    def __init__(self, plugin: MemsafePlugin) -> None:
+        self.plugin = plugin
+
+    @pytest.hookimpl(optionalhook=True)  # an xdist hook; called right after pytest_testnodedown
+    def pytest_handlecrashitem(self, crashitem: str, report: Any, sched: Any) -> None:
+        node = getattr(report, "node", None)
+        if node is None:
+            return
+        name = node.workerinput["workerid"]
+        for summary in reversed(self.plugin.worker_summaries):
+            if summary["name"] == name:
+                summary["died_running"] = crashitem
+                return
 
 
 # --- xdist_group grouping -------------------------------------------------------------------
@@ -670,6 +978,11 @@ def restore_group_ids(items: list[pytest.Item]) -> None:
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     lines = []
+    if _AST_PARSE in config.stash:
+        lines.append(
+            f"memsafe: Python {platform.python_version()}: garbage collection paused inside ast.parse "
+            "(CPython bug gh-106905, fixed in 3.11.8; -o memsafe_ast_guard=false turns this off)"
+        )
     if config.stash.get(_PICKED_LOADGROUP, False):
         lines.append("memsafe: -n without --dist: using --dist loadgroup, so xdist_group holds (--dist load opts out)")
     distributing = config.getoption("dist", "no") == "loadgroup" and config.getoption("tx", None)
@@ -684,3 +997,67 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
                 "the workers restore them (-p no:memsafe turns this off)"
             )
     return lines
+
+
+# --- CPython 3.11.0-3.11.7: a garbage collection inside ast.parse (python/cpython#106905) -------
+
+_AST_PARSE = pytest.StashKey[Callable[..., Any]]()
+FIXED_IN = (3, 11, 8)
+
+
+def ast_parse_is_unsafe(version: tuple[int, ...] = tuple(sys.version_info[:3]), implementation: str = "") -> bool:
+    """Whether this interpreter has python/cpython#106905: CPython 3.11.0 to 3.11.7 keep the
+    depth counter of the AST constructor in global state, so a garbage collection that starts
+    while ``ast.parse`` builds its tree and runs a finalizer that parses too (in 3.11 every
+    formatted traceback does, for its ``^^^`` markers: asyncio logging a task's never-retrieved
+    exception, for one) makes the outer ``ast.parse`` raise ``SystemError: AST constructor
+    recursion depth mismatch``. Fixed in 3.11.8 and 3.12.2 (3.12 collects only between
+    bytecodes, so 3.12.0 and 3.12.1 do not show it either)."""
+    implementation = implementation or sys.implementation.name
+    return implementation == "cpython" and (3, 11) <= tuple(version[:2]) and tuple(version[:3]) < FIXED_IN
+
+
+def guard_ast_parse(parse: Callable[..., Any]) -> Callable[..., Any]:
+    """``parse`` with Python's automatic garbage collection paused while it runs: no collection,
+    hence no finalizer, can start inside it. Collections that come due meanwhile run at the next
+    allocation after it returns. Nested and concurrent calls share one pause; a collector that was
+    already disabled stays disabled."""
+    lock = threading.Lock()
+    state = {"active": 0, "reenable": False}
+
+    @functools.wraps(parse)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            if state["active"] == 0:
+                state["reenable"] = gc.isenabled()
+                gc.disable()
+            state["active"] += 1
+        try:
+            return parse(*args, **kwargs)
+        finally:
+            with lock:
+                state["active"] -= 1
+                if state["active"] == 0 and state["reenable"]:
+                    gc.enable()
+
+    guarded._memsafe_guard = True  # type: ignore[attr-defined]
+    return guarded
+
+
+def install_ast_parse_guard(config: pytest.Config) -> None:
+    """On an interpreter with python/cpython#106905, replace ``ast.parse`` for the session (pytest
+    parses test files to show failures and to rewrite assertions, the traceback module parses
+    source lines) with ``guard_ast_parse(ast.parse)``; ``pytest_unconfigure`` puts it back."""
+    if not ast_parse_is_unsafe() or getattr(ast.parse, "_memsafe_guard", False):
+        return
+    if not config.getini("memsafe_ast_guard"):
+        return
+    config.stash[_AST_PARSE] = ast.parse
+    ast.parse = guard_ast_parse(ast.parse)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    original = config.stash.get(_AST_PARSE, None)
+    if original is not None:
+        ast.parse = original
+        del config.stash[_AST_PARSE]

@@ -46,8 +46,9 @@ class _Writer:
 
     # --- pieces of a test body ---------------------------------------------------------------
 
-    def sync_body(self, on_self: bool) -> list[str]:
-        kind = self.rng.randrange(6)
+    def sync_body(self, on_self: bool, uses_mock: bool) -> list[str]:
+        """``uses_mock``: always touch a mock (a module-level test with no mock has nothing to fix)."""
+        kind = self.rng.choice((0, 1, 2, 4)) if uses_mock else self.rng.randrange(6)
         if kind == 0:
             return ["m = MagicMock()", "m.call(1)", "m.call.assert_called_once_with(1)"]
         if kind == 1:
@@ -92,7 +93,7 @@ class _Writer:
                 "stub.assert_called_once_with()",
             ]
         else:
-            body = self.sync_body(on_self)
+            body = self.sync_body(on_self, uses_mock=not method)
         if self.chance(0.1):
             self.uses_pytest = True
             decorators.insert(0, "@pytest.mark.performance")

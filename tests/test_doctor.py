@@ -723,3 +723,56 @@ def test_dist_in_addopts_breaks_pytest_without_xdist(tmp_path: Path) -> None:
         text=True,
     )
     assert completed.returncode == 4 and "unrecognized arguments: --dist" in completed.stderr
+
+
+# --- MSF013: CPython 3.11.0-3.11.7 (python/cpython#106905) --------------------------------------
+
+
+def venv_python(root: Path, cfg: str) -> None:
+    make(root, {".venv/pyvenv.cfg": f"home = /usr/bin\ninclude-system-site-packages = false\n{cfg}"})
+
+
+AST_GC = (
+    "pyproject.toml:2:1: MSF013 the tests run on CPython 3.11.7 (`.venv/lib/python3.11/site-packages`), whose "
+    "ast.parse fails with `SystemError: AST constructor recursion depth mismatch` when a garbage collection inside "
+    "it runs a finalizer that parses too (CPython bug gh-106905, fixed in 3.11.8): pytest parses test files to "
+    "show failures, so an xdist worker can crash, and the collections added after each test change where "
+    "collections run. Upgrade to Python 3.11.8 or newer, or install pytest-memsafe in the test environment (it "
+    "pauses collection inside ast.parse)"
+)
+
+
+@pytest.mark.parametrize("cfg", ["version = 3.11.7\n", "implementation = CPython\nversion_info = 3.11.7.final.0\n"])
+def test_python_3_11_7_without_the_plugin_is_reported_when_collections_are_added(project_venv: Path, cfg: str) -> None:
+    venv(project_venv, {"pytest": "9.1.1", "pytest-xdist": "3.8.0"})
+    venv_python(project_venv, cfg)
+    assert doctor_lines(invoke("--check", "tests")) == [AST_GC]
+    assert AST_GC in invoke("--write", "tests").everything
+    # Once written, no run adds collections: nothing more to say.
+    assert doctor_lines(invoke("--check", "tests")) == []
+
+
+@pytest.mark.parametrize(
+    ("cfg", "installed", "arguments"),
+    [
+        ("version = 3.11.8\n", {}, ()),  # fixed
+        ("version = 3.12.1\n", {}, ()),
+        ("version = 3.10.13\n", {}, ()),
+        ("implementation = PyPy\nversion_info = 3.11.7.final.0\n", {}, ()),
+        ("version = 3.11.7\n", {"pytest-memsafe": "0.1.0"}, ()),  # the plugin pauses collection in ast.parse
+        ("version = 3.11.7\n", {}, ("--ignore", "MSF002,MSF005")),  # no collection added
+        ("version = 3.11.7\n", {}, ("--ignore", "MSF013")),
+    ],
+)
+def test_python_3_11_7_is_not_reported_otherwise(
+    project_venv: Path, cfg: str, installed: dict[str, str], arguments: tuple[str, ...]
+) -> None:
+    venv(project_venv, {"pytest": "9.1.1", "pytest-xdist": "3.8.0", **installed})
+    venv_python(project_venv, cfg)
+    assert [line for line in doctor_lines(invoke("--check", *arguments, "tests")) if "MSF013" in line] == []
+
+
+def test_a_venv_without_pyvenv_cfg_has_no_python_version(project_venv: Path) -> None:
+    venv(project_venv, {"pytest": "9.1.1"})
+    assert project_environment(project_venv).python is None
+    assert doctor_lines(invoke("--check", "tests")) == []

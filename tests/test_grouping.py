@@ -80,7 +80,9 @@ def run_pytest(project: Path, python: str, *args: str, must_pass: bool = True) -
 
 
 def memsafe_lines(output: str) -> list[str]:
-    return [line for line in output.splitlines() if line.startswith("memsafe:")]
+    """The plugin's header lines about grouping (not the one on Python 3.11.0-3.11.7 about
+    ``ast.parse``, tested in test_pytest_plugin.py)."""
+    return [line for line in output.splitlines() if line.startswith("memsafe:") and "gh-106905" not in line]
 
 
 def workers_per_group(project: Path, python: str, *args: str) -> dict[str, dict[str, str]]:

@@ -4,7 +4,10 @@ and without pytest-xdist. Sizes are checked against what the suites allocate, ne
 from __future__ import annotations
 
 import argparse
+import ast
+import gc
 import json
+import platform
 import re
 import resource
 import subprocess
@@ -14,7 +17,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
-from pytest_memsafe import parse_report_target, parse_size
+from pytest_memsafe import ast_parse_is_unsafe, guard_ast_parse, parse_report_target, parse_size
 
 MiB = 1024**2
 XDIST = ("-n", "2", "--dist", "loadfile")  # loadfile: a file's tests run on one worker, in order
@@ -203,14 +206,18 @@ BUDGET = "150M"  # well above a fresh pytest process, well below one holding 200
 def run_pytest(tmp_path: Path, files: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     for name, text in files.items():
         (tmp_path / name).write_text(textwrap.dedent(text))
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rfE", *args],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        preexec_fn=cap_address_space,
-    )
+    # faulthandler_timeout: a test of the suite that hangs prints every thread's stack.
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rfE", "-o", "faulthandler_timeout=60", *args]
+    try:
+        return subprocess.run(
+            command, cwd=tmp_path, capture_output=True, text=True, timeout=300, preexec_fn=cap_address_space
+        )
+    except subprocess.TimeoutExpired as hung:
+        output = [
+            stream.decode(errors="replace") if isinstance(stream, bytes) else stream or ""
+            for stream in (hung.stdout, hung.stderr)
+        ]
+        pytest.fail(f"pytest hung for {hung.timeout} s\n--- stdout\n{output[0]}\n--- stderr\n{output[1]}")
 
 
 def cap_address_space() -> None:
@@ -244,7 +251,8 @@ def test_importing_the_plugin_imports_nothing_heavy() -> None:
 
 
 def test_the_plugin_distribution_needs_only_pytest() -> None:
-    assert metadata.requires("pytest-memsafe") == ["pytest>=8"]
+    requires = metadata.requires("pytest-memsafe")
+    assert [r for r in requires if "extra ==" not in r] == ["pytest>=8"]  # the chart extra is optional
 
 
 def test_autoloaded_and_inactive_without_its_options(tmp_path: Path) -> None:
@@ -252,7 +260,8 @@ def test_autoloaded_and_inactive_without_its_options(tmp_path: Path) -> None:
     assert "--memsafe-report" in help_text and "--memsafe-gc" in help_text
 
     completed = run_pytest(tmp_path, KEEP_SUITE)
-    assert "memsafe memory report" not in completed.stdout and "memsafe:" not in completed.stdout
+    header = [line for line in completed.stdout.splitlines() if line.startswith("memsafe:")]
+    assert "memsafe memory report" not in completed.stdout and header == ast_guard_header()
     assert summary_lines(completed) == [("FAILED", "test_keep.py::TestKeep::test_b")]
 
 
@@ -326,8 +335,9 @@ def test_json_report_schema(tmp_path: Path) -> None:
             "tests",
             "over_budget",
             "error",
+            "died_running",
         }
-        assert process["error"] is None and process["over_budget"] == []
+        assert process["error"] is None and process["over_budget"] == [] and process["died_running"] is None
         assert process["rss_growth"] == process["end_rss"] - process["start_rss"]
         assert process["peak_rss"] >= max(process["start_rss"], process["end_rss"]) > 10 * MiB
     assert sum(process["tests"] for process in report["processes"]) == REPORT_TESTS
@@ -361,6 +371,7 @@ def test_json_report_lists_a_crashed_worker(tmp_path: Path) -> None:
     crashed = [process for process in processes if process["error"] is not None]
     assert len(crashed) == 1 and crashed[0]["name"].startswith("gw")
     assert crashed[0]["peak_rss"] is None and crashed[0]["tests"] is None
+    assert crashed[0]["died_running"] == "test_crash.py::test_crash"
     assert processes[-1]["name"] == "controller"
 
 
@@ -609,3 +620,322 @@ def test_the_stop_signal_is_not_raised_inside_the_event_loop() -> None:
     assert _in_asyncio(frames["loop"])
     assert not _in_asyncio(frames["test"])
     assert not _in_asyncio(None)
+
+
+# --memsafe-max-mock-calls: the incident's paging loop through every kind of mock, sync and async.
+# Every runaway test also swallows `Exception`, as retrying paging code does; test_shared_* call
+# one module-level mock 600 times each, 1,200 in all: counted per test, neither crosses the limit.
+MOCK_LIMIT = 1000
+MOCK_SUITE = {
+    "test_mocks.py": """\
+        from unittest.mock import AsyncMock, MagicMock, patch
+
+        import pytest
+
+        SHARED = MagicMock(name="shared")
+
+
+        def remote_search(query, token):
+            raise ConnectionError("the real search is not reachable from tests")
+
+
+        def search_all(search):
+            pages, token = [], None
+            while True:
+                try:
+                    page = search(query="q", token=token)
+                except Exception:
+                    continue
+                pages.append(page["items"])
+                token = page["next"]
+                if token is None:
+                    return pages
+
+
+        def test_magicmock_paging():
+            client = MagicMock(name="client")
+            client.search.return_value = {"items": list(range(50)), "next": "same"}
+            search_all(client.search)
+
+
+        def test_patch_paging():
+            with patch("test_mocks.remote_search", return_value={"items": [], "next": "same"}):
+                search_all(remote_search)
+
+
+        def test_mocker_paging(mocker):
+            mocker.patch("test_mocks.remote_search", return_value={"items": [], "next": "same"})
+            search_all(remote_search)
+
+
+        async def test_async_paging():
+            client = MagicMock(name="aclient")
+            client.search = AsyncMock(return_value={"items": list(range(50)), "next": "same"})
+            pages = []
+            while True:
+                try:
+                    pages.append(await client.search(token="same"))
+                except Exception:
+                    pass
+
+
+        def test_swallows_every_stop():
+            client = MagicMock(name="stubborn")
+            for _ in range(3000):
+                try:
+                    client.ping()
+                except BaseException:
+                    pass
+
+
+        @pytest.fixture
+        def warmed_up():
+            client = MagicMock(name="fixture_client")
+            while True:
+                client.warm()
+
+
+        def test_runaway_fixture(warmed_up):
+            pass
+
+
+        def test_shared_1():
+            for _ in range(600):
+                SHARED.get()
+
+
+        def test_shared_2():
+            for _ in range(600):
+                SHARED.get()
+            assert len(SHARED.mock_calls) == 1200
+
+
+        def test_under_the_limit():
+            client = MagicMock()
+            for _ in range(900):
+                client.get()
+            client.get.assert_called_with()
+        """,
+}
+MOCK_RUNAWAYS = {
+    "test_magicmock_paging": "client.search",
+    "test_patch_paging": "remote_search",
+    "test_mocker_paging": "remote_search",
+    "test_async_paging": "aclient.search",
+    "test_swallows_every_stop": "stubborn.ping",
+}
+
+
+@pytest.mark.parametrize("xdist", [(), XDIST], ids=["serial", "xdist"])
+def test_max_mock_calls_stops_runaway_mocks(tmp_path: Path, xdist: tuple[str, ...]) -> None:
+    completed = run_pytest(
+        tmp_path,
+        MOCK_SUITE,
+        f"--memsafe-max-mock-calls={MOCK_LIMIT}",
+        "-o",
+        "asyncio_mode=auto",
+        "-o",
+        "asyncio_default_fixture_loop_scope=function",
+        *xdist,
+    )
+    assert completed.returncode == 1, completed.stdout
+    assert sorted(summary_lines(completed)) == sorted(
+        [("FAILED", f"test_mocks.py::{name}") for name in MOCK_RUNAWAYS]
+        + [("ERROR", "test_mocks.py::test_runaway_fixture")]
+    )
+    assert "3 passed" in completed.stdout
+    for name, mock in {**MOCK_RUNAWAYS, "test_runaway_fixture": "fixture_client.warm"}.items():
+        when = "setup" if name == "test_runaway_fixture" else "call"
+        assert (
+            f"memsafe: stopped the {when} of test_mocks.py::{name}: the mock {mock!r} recorded 1,001 calls in it, "
+            "over the --memsafe-max-mock-calls limit of 1,000"
+        ) in completed.stdout
+    # Raised where the mock is called, past `except Exception`; the one test that swallows
+    # every stop is failed by its report.
+    assert completed.stdout.count("MockCallLimitExceeded: memsafe: stopped") == len(MOCK_RUNAWAYS)
+    assert "ERROR at setup of test_runaway_fixture" in completed.stdout
+
+
+def test_max_mock_calls_ini_setting_and_bad_values(tmp_path: Path) -> None:
+    suite = {
+        "test_loop.py": """\
+            from unittest.mock import Mock
+
+
+            def test_loop():
+                ping = Mock()
+                while True:
+                    ping()
+            """
+    }
+    (tmp_path / "pytest.ini").write_text("[pytest]\nmemsafe_max_mock_calls = 500\n")
+    completed = run_pytest(tmp_path, suite)
+    assert summary_lines(completed) == [("FAILED", "test_loop.py::test_loop")]
+    assert (
+        "the mock 'mock' recorded 501 calls in it, over the --memsafe-max-mock-calls limit of 500" in completed.stdout
+    )
+
+    (tmp_path / "pytest.ini").write_text("[pytest]\nmemsafe_max_mock_calls = many\n")
+    completed = run_pytest(tmp_path, suite)
+    assert completed.returncode == pytest.ExitCode.USAGE_ERROR
+    assert "ini setting memsafe_max_mock_calls: 'many' is not a positive whole number" in completed.stderr
+    completed = run_pytest(tmp_path, suite, "--memsafe-max-mock-calls=0")
+    assert completed.returncode == pytest.ExitCode.USAGE_ERROR
+    assert "argument --memsafe-max-mock-calls: '0' is not a positive whole number" in completed.stderr
+
+
+def test_max_mock_calls_leaves_unittest_mock_as_it_was(tmp_path: Path) -> None:
+    from unittest import mock
+
+    from pytest_memsafe import MockCallGuard
+
+    original = mock.CallableMixin._increment_mock_call
+    guard = MockCallGuard(2)
+    try:
+        client = mock.MagicMock()
+        client.a(), client.a(), client.a()  # between phases nothing is counted
+        assert "_memsafe_calls_at" not in dir(client.a)
+    finally:
+        guard.pytest_unconfigure()
+    assert mock.CallableMixin._increment_mock_call is original
+
+
+# Workers that die in a test: the memory report names the test each was running.
+DYING_SUITE = {
+    "test_dying.py": """\
+        import os
+        import signal
+
+
+        def test_exit():
+            os._exit(1)
+
+
+        async def test_killed():
+            os.kill(os.getpid(), signal.SIGKILL)
+        """,
+    "test_fine.py": """\
+        import pytest
+
+
+        @pytest.mark.parametrize("i", range(4))
+        def test_fine(i):
+            pass
+        """,
+}
+
+
+def test_report_names_the_test_a_dead_worker_was_running(tmp_path: Path) -> None:
+    # The JSON field (died_running) is checked by test_json_report_lists_a_crashed_worker.
+    completed = run_pytest(
+        tmp_path,
+        DYING_SUITE,
+        "--memsafe-report",
+        "--memsafe-max-rss=1G",
+        "-o",
+        "asyncio_mode=auto",
+        "-o",
+        "asyncio_default_fixture_loop_scope=function",
+        # --dist load: under loadfile or loadgroup xdist re-sends a crashing test to a new worker.
+        "-n",
+        "2",
+        "--dist",
+        "load",
+    )
+    assert completed.returncode == 1, completed.stdout
+    assert "4 passed" in completed.stdout
+    died = dict(re.findall(r"^(gw\d+) died while running (\S+)$", completed.stdout, re.MULTILINE))
+    assert len(re.findall(r"^gw\d+ +no data: the worker went down", completed.stdout, re.MULTILINE)) == 2
+    assert sorted(died.values()) == ["test_dying.py::test_exit", "test_dying.py::test_killed"]
+    for worker, nodeid in died.items():  # the same worker as in xdist's own crash report
+        assert f"worker '{worker}' crashed while running '{nodeid}'" in completed.stdout
+
+
+# --- CPython 3.11.0-3.11.7: a garbage collection inside ast.parse (python/cpython#106905) -------
+
+# The bug in isolation: garbage whose finalizer parses (as every traceback formatted on 3.11 does,
+# e.g. asyncio logging a never-retrieved task exception), collected while a large parse builds
+# its tree. Without the guard, every outer ast.parse raises SystemError on 3.11.0-3.11.7.
+AST_SUITE = {
+    "test_ast.py": """\
+        import ast
+
+        SOURCE = "\\n".join(f"def f{i}(x):\\n    return x + {i}" for i in range(2000))
+
+
+        class ParsesWhenFreed:
+            def __init__(self):
+                self.cycle = self  # only the cyclic collector frees it
+
+            def __del__(self):
+                ast.parse("a + b")
+
+
+        def test_parse_while_garbage_with_finalizers_waits():
+            for _ in range(5):
+                for _ in range(50):
+                    ParsesWhenFreed()
+                ast.parse(SOURCE)
+        """
+}
+
+
+def ast_guard_header() -> list[str]:
+    if not ast_parse_is_unsafe():
+        return []
+    return [
+        f"memsafe: Python {platform.python_version()}: garbage collection paused inside ast.parse "
+        "(CPython bug gh-106905, fixed in 3.11.8; -o memsafe_ast_guard=false turns this off)"
+    ]
+
+
+def test_ast_parse_is_unsafe_on_cpython_3_11_0_to_3_11_7_only() -> None:
+    assert ast_parse_is_unsafe((3, 11, 0), "cpython") and ast_parse_is_unsafe((3, 11, 7), "cpython")
+    assert not ast_parse_is_unsafe((3, 11, 8), "cpython") and not ast_parse_is_unsafe((3, 11, 14), "cpython")
+    assert not ast_parse_is_unsafe((3, 10, 13), "cpython") and not ast_parse_is_unsafe((3, 12, 1), "cpython")
+    assert not ast_parse_is_unsafe((3, 11, 7), "pypy")
+
+
+def test_guarded_parse_pauses_collection_and_restores_it() -> None:
+    seen = []
+
+    def parse(source: str) -> ast.Module:
+        seen.append(gc.isenabled())
+        if source == "nested":
+            guarded("inner")  # a nested call keeps the pause
+            seen.append(gc.isenabled())
+        if source == "boom":
+            raise SyntaxError(source)
+        return ast.parse(source)
+
+    guarded = guard_ast_parse(parse)
+    was_enabled = gc.isenabled()
+    try:
+        gc.enable()
+        assert isinstance(guarded("x = 1"), ast.Module) and gc.isenabled()
+        guarded("nested")
+        assert gc.isenabled()
+        with pytest.raises(SyntaxError):
+            guarded("boom")
+        assert gc.isenabled()
+        assert seen == [False, False, False, False, False]
+        gc.disable()
+        guarded("x = 1")
+        assert not gc.isenabled()  # a collector disabled before stays disabled
+    finally:
+        (gc.enable if was_enabled else gc.disable)()
+    assert guarded.__wrapped__ is parse and guarded.__name__ == "parse"
+
+
+def test_ast_guard_keeps_collections_out_of_ast_parse(tmp_path: Path) -> None:
+    guarded = run_pytest(tmp_path, AST_SUITE)
+    assert guarded.returncode == 0, guarded.stdout
+    assert [line for line in guarded.stdout.splitlines() if line.startswith("memsafe:")] == ast_guard_header()
+
+    unguarded = run_pytest(tmp_path, AST_SUITE, "-o", "memsafe_ast_guard=false")
+    assert "memsafe:" not in unguarded.stdout
+    if ast_parse_is_unsafe():  # the suite shows the bug where the guard is needed
+        assert summary_lines(unguarded) == [("FAILED", "test_ast.py::test_parse_while_garbage_with_finalizers_waits")]
+        assert "SystemError: AST constructor recursion depth mismatch" in unguarded.stdout
+    else:
+        assert unguarded.returncode == 0, unguarded.stdout

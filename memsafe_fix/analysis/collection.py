@@ -33,6 +33,18 @@ class BaseInfo:
 
 
 def resolve_bases(cls: Def, module: ModuleAnalysis, _seen: Optional[set[int]] = None) -> BaseInfo:
+    """Worked out once per class and module (the rules ask about each class many times); the
+    answer is shared, not to be changed."""
+    if _seen is None:
+        cache = module.base_infos
+        key = (id(cls), cls.index)
+        if key not in cache:
+            cache[key] = _resolve_bases(cls, module, None)
+        return cache[key]
+    return _resolve_bases(cls, module, _seen)
+
+
+def _resolve_bases(cls: Def, module: ModuleAnalysis, _seen: Optional[set[int]]) -> BaseInfo:
     seen = _seen if _seen is not None else {id(cls)}
     info = BaseInfo(unittest=False, known=[], unknown=[])
     for base in cls.node.bases:

@@ -72,6 +72,9 @@ def marks_of(scope: Optional[Def], module: ModuleAnalysis) -> list[ast.expr]:
 
 def used_markers(module: ModuleAnalysis) -> frozenset[str]:
     """Every ``pytest.mark.NAME`` the file mentions, in any import spelling."""
+    source = module.source
+    if source and source.isascii() and "mark" not in source:
+        return frozenset()  # every spelling names ``mark`` (non-ASCII names fold to it)
     found = set()
     for node in ast.walk(module.tree):
         if isinstance(node, ast.Attribute) and isinstance(node.value, (ast.Name, ast.Attribute)):

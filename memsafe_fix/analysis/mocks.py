@@ -15,7 +15,7 @@ from typing import Optional, Union
 
 from memsafe_fix.analysis.collection import fixture_name, is_fixture
 from memsafe_fix.analysis.imports import MOCK_MODULES, ImportTable
-from memsafe_fix.analysis.module import ModuleAnalysis
+from memsafe_fix.analysis.module import ModuleAnalysis, child_nodes
 
 MOCKER_FIXTURES = frozenset({"mocker", "class_mocker", "module_mocker", "package_mocker", "session_mocker"})
 
@@ -48,6 +48,9 @@ class MockUsage:
                 if self._is_factory(current, table):
                     return True, frozenset()
                 names.add(current.id)
+                continue  # only its ``Load``/``Store`` below
+            elif isinstance(current, ast.Constant):
+                continue
             elif isinstance(current, ast.Attribute) and isinstance(current.value, (ast.Name, ast.Attribute)):
                 if table.is_patch_dict(current):
                     continue  # not a mock, and neither is the ``patch`` it is written with
@@ -59,7 +62,7 @@ class MockUsage:
                 names.add(current.arg)
             elif isinstance(current, (ast.Import, ast.ImportFrom)) and _imports_mock_module(current):
                 local_imports.append(current)
-            stack.extend(ast.iter_child_nodes(current))
+            stack.extend(child_nodes(current))
         if local_imports and imports is None:
             # ``from unittest.mock import AsyncMock`` inside a function: walk again with the
             # names it binds (anywhere in ``node``: a close enough scope for "uses mocks").

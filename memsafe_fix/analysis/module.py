@@ -59,10 +59,14 @@ class Def:
         return any(not parent.is_class for parent in self.ancestors)
 
     def methods(self) -> dict[str, "Def"]:
-        """Functions defined in this class body (the last definition of a name wins)."""
-        return {child.name: child for child in self.children if not child.is_class}
+        """Functions defined in this class body (the last definition of a name wins); worked
+        out once, the answer is shared."""
+        found = self.__dict__.get("_methods")
+        if found is None:
+            found = self.__dict__["_methods"] = {child.name: child for child in self.children if not child.is_class}
+        return found
 
-    @property
+    @cached_property
     def header_lines(self) -> range:
         """Lines from the first decorator to the end of the ``class``/``def`` line."""
         first = min([d.lineno for d in self.node.decorator_list] + [self.node.lineno])
@@ -71,6 +75,9 @@ class Def:
 
 
 class ModuleAnalysis:
+    # The quote string literals prefer in the file, when known beforehand (else worked out from ``source``).
+    quote: Optional[str] = None
+
     def __init__(
         self,
         source: str,
@@ -91,13 +98,16 @@ class ModuleAnalysis:
         self._collect_defs(self.tree, None, True)
         self._suppressed = _suppressions(source) if _MAY_SUPPRESS.search(source) else {}
         self._bindings: dict[int, dict[str, list[ast.stmt]]] = {}
+        # ``collection.resolve_bases`` of the classes asked about (the key keeps the class alive).
+        self.base_infos: dict[tuple[int, int], object] = {}
         self._self_assignments: dict[int, dict[str, list[ast.expr]]] = {}
 
     def _collect_defs(self, node: ast.AST, parent: Optional[Def], direct: bool) -> None:
         # ``class``/``def`` only occur in statement bodies, whose fields ``iter_child_nodes``
         # yields in source order, so this preorder walk numbers them as LibCST visits them
         # (``fixer.py`` checks that the names agree).
-        for child in ast.iter_child_nodes(node):
+        # Definitions are only found in statement lists, which come in ``iter_child_nodes``'s order.
+        for child in _statement_children(node):
             if isinstance(child, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
                 entry = Def(len(self.defs), child, self, parent, direct)
                 self.defs.append(entry)
@@ -149,6 +159,11 @@ class ModuleAnalysis:
         return self._self_assignments[cls.index]
 
     @cached_property
+    def may_setattr(self) -> bool:
+        """Whether the file may call ``setattr`` (imported modules come without their text)."""
+        return not self.source or "setattr" in self.source
+
+    @cached_property
     def module_classes(self) -> dict[str, Def]:
         return {d.name: d for d in self.top_level if d.is_class}
 
@@ -168,6 +183,8 @@ class ModuleAnalysis:
         return line in self._suppressed and self._suppressed[line] is None
 
     def suppressed(self, code: str, lines: Iterator[int]) -> bool:
+        if not self._suppressed:
+            return False
         for line in lines:
             codes = self._suppressed.get(line, ())
             if codes is None or code in codes:
@@ -263,10 +280,13 @@ def _is_overload(decorator: ast.expr) -> bool:
 
 def _self_assignments(cls: Def) -> dict[str, list[ast.expr]]:
     found: dict[str, list[ast.expr]] = {}
+    # Assignments are statements: without a ``setattr`` call in the file (imported modules
+    # come without their text), walking statements only finds the same, in the same order.
+    walk = _walk_outside_classes if cls.module.may_setattr else _statements_outside_classes
     for method in cls.children:
         if method.is_class:
             continue
-        for node in _walk_outside_classes(method.node):
+        for node in walk(method.node):
             if isinstance(node, ast.Assign):
                 pairs = [(target, node.value) for target in node.targets]
             elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
@@ -288,6 +308,44 @@ def _self_assignments(cls: Def) -> dict[str, list[ast.expr]]:
     return found
 
 
+def child_nodes(node: ast.AST) -> list[ast.AST]:
+    """``list(ast.iter_child_nodes(node))``, in its order, without its two generators."""
+    found: list[ast.AST] = []
+    for name in node._fields:
+        value = getattr(node, name, None)
+        if isinstance(value, ast.AST):
+            found.append(value)
+        elif isinstance(value, list):
+            found.extend(item for item in value if isinstance(item, ast.AST))
+    return found
+
+
+_STATEMENT_FIELDS = frozenset(("body", "orelse", "finalbody", "handlers", "cases"))
+
+
+def _statement_children(node: ast.AST) -> Iterator[ast.AST]:
+    """The statements (``except`` handlers, ``match`` cases) directly in ``node``, in order."""
+    for name in node._fields:
+        if name in _STATEMENT_FIELDS:
+            value = getattr(node, name, None)
+            if isinstance(value, list):
+                yield from value
+
+
+def _statements_outside_classes(node: ast.AST) -> Iterator[ast.AST]:
+    """The statements of ``_walk_outside_classes(node)`` (and its ``except`` handlers and
+    ``match`` cases), in its order, without walking expressions."""
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        yield current
+        for name in current._fields:
+            if name in ("body", "orelse", "finalbody", "handlers", "cases"):
+                value = getattr(current, name, None)
+                if isinstance(value, list):
+                    stack.extend(child for child in value if not isinstance(child, ast.ClassDef))
+
+
 def _walk_outside_classes(node: ast.AST) -> Iterator[ast.AST]:
     """``ast.walk`` without the bodies of classes defined inside ``node``: their ``self`` is
     another object (a helper class written in a test method)."""
@@ -295,7 +353,7 @@ def _walk_outside_classes(node: ast.AST) -> Iterator[ast.AST]:
     while stack:
         current = stack.pop()
         yield current
-        stack.extend(child for child in ast.iter_child_nodes(current) if not isinstance(child, ast.ClassDef))
+        stack.extend(child for child in child_nodes(current) if not isinstance(child, ast.ClassDef))
 
 
 def returns_its_argument(function: Union[ast.FunctionDef, ast.AsyncFunctionDef]) -> bool:

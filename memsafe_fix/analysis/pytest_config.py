@@ -355,6 +355,9 @@ class Project:
     registered: set[str] = field(default_factory=set)
     # The markers the test files used before this run's fixes.
     existing_markers: set[str] = field(default_factory=set)
+    # Whether this run's fixes add (or, with --check, would add) garbage collections to the
+    # test files (MSF002, MSF005).
+    adds_collections: bool = False
 
     @cached_property
     def tokens(self) -> list[str]:

@@ -78,12 +78,16 @@ class TargetResolver:
     def __init__(self, module: ModuleAnalysis) -> None:
         self.module = module
         self.async_decorators = frozenset(module.settings.async_decorators)
+        self._strings: dict[str, Resolution] = {}
 
     # --- the two forms of target ---------------------------------------------------------
 
     def resolve_string(self, target: str) -> Resolution:
-        """``patch("pkg.mod.Class.method")``: the longest importable prefix, then attributes."""
-        return self.verdict(self.symbol(target))
+        """``patch("pkg.mod.Class.method")``: the longest importable prefix, then attributes
+        (once per target and module)."""
+        if target not in self._strings:
+            self._strings[target] = self.verdict(self.symbol(target))
+        return self._strings[target]
 
     def symbol(self, dotted: str) -> Symbol:
         parts = dotted.split(".")

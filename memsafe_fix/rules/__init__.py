@@ -1,6 +1,7 @@
 """The rules, one module each; ``ALL_RULES`` (per file) and ``PROJECT_RULES`` (per pytest
 configuration, run by ``doctor.py``) are in code order."""
 
+from memsafe_fix.rules.ast_gc import AstGc
 from memsafe_fix.rules.async_patch import AsyncPatch
 from memsafe_fix.rules.base import Context, ProjectRule, Rule
 from memsafe_fix.rules.dist_loadgroup import DistLoadgroup
@@ -20,7 +21,7 @@ ALL_RULES: tuple[Rule, ...] = (
     FunctionGc(),
     ReleaseState(),
 )
-PROJECT_RULES: tuple[ProjectRule, ...] = (DistLoadgroup(), StrictMarkers(), LostGroups())
+PROJECT_RULES: tuple[ProjectRule, ...] = (DistLoadgroup(), StrictMarkers(), LostGroups(), AstGc())
 RULES_BY_CODE = {rule.code: rule for rule in ALL_RULES}
 # Code -> name of every rule, for reports.
 RULE_NAMES = {rule.code: rule.name for rule in (*ALL_RULES, *PROJECT_RULES)}

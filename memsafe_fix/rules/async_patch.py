@@ -68,7 +68,7 @@ from typing import Iterator, Optional
 
 from memsafe_fix.analysis.imports import MOCK_MODULES
 from memsafe_fix.analysis.mocks import MOCKER_FIXTURES
-from memsafe_fix.analysis.module import Def, ModuleAnalysis
+from memsafe_fix.analysis.module import Def, ModuleAnalysis, child_nodes
 from memsafe_fix.analysis.targets import Resolution, TargetResolver, Verdict
 from memsafe_fix.edits import AddArgument, Edit, Finding, Fix, ImportName, ReplaceCallee
 from memsafe_fix.rules.base import Context, Rule
@@ -136,11 +136,15 @@ def _calls_on_patch_lines(module: ModuleAnalysis) -> Iterator[tuple[ast.Call, Op
         is_def = isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
         body = {id(stmt) for stmt in node.body} if is_def else set()  # type: ignore[attr-defined]
         inner = module.def_of(node) if is_def else None
-        for child in ast.iter_child_nodes(node):
+        for child in child_nodes(node):
+            if isinstance(child, (ast.expr_context, ast.Name, ast.Constant)):
+                continue  # no call in or below them
             start = getattr(child, "lineno", None)
             if start is not None:
                 # A decorated definition starts at its first decorator, above its ``lineno``.
-                start = min([start, *(d.lineno for d in getattr(child, "decorator_list", ()))])
+                decorators = getattr(child, "decorator_list", None)
+                if decorators:
+                    start = min(start, *(d.lineno for d in decorators))
                 first = bisect.bisect_left(lines, start)
                 if first == len(lines) or lines[first] > (child.end_lineno or start):
                     continue

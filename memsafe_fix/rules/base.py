@@ -98,7 +98,7 @@ class Context:
 
     @cached_property
     def quote(self) -> str:
-        return preferred_quote(self.module.source)
+        return self.module.quote or preferred_quote(self.module.source)
 
     def finding(self, code: str, node: ast.AST, message: str, fix: Optional[Fix] = None) -> Finding:
         line, col = self.module.position(node)

@@ -119,20 +119,24 @@ def _bases_read_after_super(module: ModuleAnalysis) -> frozenset[str]:
     """The base names (as written) of the classes in ``module`` whose ``teardown_method`` reads
     ``self`` after calling the base's one: worked out once per module, not once per class."""
     if module not in _BASES_READ_AFTER_SUPER:
-        found: set[str] = set()
-        for other in module.defs:
-            teardown = other.methods().get(TEARDOWN) if other.is_class else None
-            if teardown is None:
-                continue
-            calls = [
-                n.lineno
-                for n in ast.walk(teardown.node)
-                if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == TEARDOWN
-            ]
-            if calls and any(_self_attribute(n) and n.lineno > min(calls) for n in ast.walk(teardown.node)):
-                found.update(b.id for b in other.node.bases if isinstance(b, ast.Name))
-        _BASES_READ_AFTER_SUPER[module] = frozenset(found)
+        _BASES_READ_AFTER_SUPER[module] = module_reads_after_super(module)
     return _BASES_READ_AFTER_SUPER[module]
+
+
+def module_reads_after_super(module: ModuleAnalysis) -> frozenset[str]:
+    found: set[str] = set()
+    for other in module.defs:
+        teardown = other.methods().get(TEARDOWN) if other.is_class else None
+        if teardown is None:
+            continue
+        calls = [
+            n.lineno
+            for n in ast.walk(teardown.node)
+            if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == TEARDOWN
+        ]
+        if calls and any(_self_attribute(n) and n.lineno > min(calls) for n in ast.walk(teardown.node)):
+            found.update(b.id for b in other.node.bases if isinstance(b, ast.Name))
+    return frozenset(found)
 
 
 _BASES_READ_AFTER_SUPER: "WeakKeyDictionary[ModuleAnalysis, frozenset[str]]" = WeakKeyDictionary()
@@ -144,27 +148,35 @@ def _reads_instance_late(module: ModuleAnalysis) -> Optional[str]:
     fixtures are torn down after ``teardown_method``, when the state is gone. Asked for every
     class, worked out once per module."""
     if module not in _READS_INSTANCE_LATE:
-        found: Optional[str] = None
-        if _uses_instance_in_teardown(module):
-            found = module.path.name if module.path else module.module_name
-        else:
-            conftest = next((c for c in conftests(module) if _conftest_uses_instance_in_teardown(c)), None)
-            found = conftest.path.name if conftest is not None and conftest.path else None
-        _READS_INSTANCE_LATE[module] = (found,)
+        _READS_INSTANCE_LATE[module] = (_late_reader(module, module_uses_instance_in_teardown(module)),)
     return _READS_INSTANCE_LATE[module][0]
 
 
+def _late_reader(module: ModuleAnalysis, own: bool) -> Optional[str]:
+    if own:
+        return module.path.name if module.path else module.module_name
+    conftest = next((c for c in conftests(module) if _conftest_uses_instance_in_teardown(c)), None)
+    return conftest.path.name if conftest is not None and conftest.path else None
+
+
 _READS_INSTANCE_LATE: "WeakKeyDictionary[ModuleAnalysis, tuple[Optional[str]]]" = WeakKeyDictionary()
+
+
+def preset_module_facts(module: ModuleAnalysis, reads_after_super: frozenset[str], uses_instance: bool) -> None:
+    """What the two module-wide questions above answer for a whole file, for a part of it
+    analysed on its own (``analysis/chunks.py``)."""
+    _BASES_READ_AFTER_SUPER[module] = reads_after_super
+    _READS_INSTANCE_LATE[module] = (_late_reader(module, uses_instance),)
 
 
 @lru_cache(maxsize=64)
 def _conftest_uses_instance_in_teardown(conftest: ModuleAnalysis) -> bool:
     """A conftest is asked about once for every test file below it. Keyed by conftests only
     (few, and cached by ``load_module`` anyway), so no test file's tree is kept alive."""
-    return _uses_instance_in_teardown(conftest)
+    return module_uses_instance_in_teardown(conftest)
 
 
-def _uses_instance_in_teardown(module: ModuleAnalysis) -> bool:
+def module_uses_instance_in_teardown(module: ModuleAnalysis) -> bool:
     for func in module.top_level:
         if func.is_class:
             continue
