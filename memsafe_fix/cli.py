@@ -18,6 +18,7 @@ from memsafe_fix import __version__
 from memsafe_fix.analysis.environment import project_environment
 from memsafe_fix.analysis.project import clear_caches
 from memsafe_fix.analysis.targets import Verdict
+from memsafe_fix.cache import CACHE_DIR_ENV, Cache
 from memsafe_fix.config import (
     ConfigError,
     ConfigSource,
@@ -78,9 +79,22 @@ class Output:
     verbose: bool
     unsafe_fixes: bool
     jobs: Optional[int]
+    cache: bool = True
+    cache_dir: Optional[Path] = None
 
 
-app = typer.Typer(add_completion=False, context_settings={"help_option_names": ["-h", "--help"]})
+# Plain help at a fixed width (no rich panels): the same text on every terminal, which
+# ``entry.py`` serves for a bare ``--help`` without importing any of this (``help_text.py``).
+HELP_WIDTH = 80
+app = typer.Typer(
+    add_completion=False,
+    rich_markup_mode=None,
+    context_settings={
+        "help_option_names": ["-h", "--help"],
+        "max_content_width": HELP_WIDTH,
+        "terminal_width": HELP_WIDTH,
+    },
+)
 
 
 def _display(path: Path) -> str:
@@ -167,6 +181,13 @@ def memsafe_fix(
     jobs: Optional[int] = typer.Option(
         None, "--jobs", "-j", min=1, help="Worker processes (default: one per core); 1 checks in this process."
     ),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the result cache."),
+    cache_dir: Optional[Path] = typer.Option(
+        None,
+        "--cache-dir",
+        envvar=CACHE_DIR_ENV,
+        help="The result cache's folder (default: .memsafe_fix_cache next to the configuration).",
+    ),
     version: bool = typer.Option(
         False, "--version", "-V", callback=_version, is_eager=True, help="Show the version and exit."
     ),
@@ -200,6 +221,8 @@ def memsafe_fix(
             verbose,
             unsafe_fixes,
             jobs,
+            not no_cache,
+            cache_dir,
         )
         source = ConfigSource(
             config.resolve() if config else None,
@@ -295,7 +318,8 @@ def _run(paths: list[Path], mode: Mode, source: ConfigSource, options: "Output")
             reported.extend((result.display, f) for f in result.findings if mode is Mode.CHECK or not f.fixable)
 
     # Closed however the loop ends (an interrupt, SIGTERM): that cancels the files not yet done.
-    with closing(run(jobs, options.jobs)) as results:
+    cache = Cache(options.cache_dir) if options.cache else None
+    with closing(run(jobs, options.jobs, cache)) as results:
         for job, result in zip(jobs, with_progress(results, len(jobs), quiet_stdout=mode is not Mode.DIFF)):
             doctor.add(job.path, result)
             failed_results += bool(result.error)

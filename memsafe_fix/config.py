@@ -77,6 +77,9 @@ class Settings:
     python: Optional[str] = None
     # Also apply fixes that can change what a test does (MSF004's ``new=AsyncMock(...)``).
     unsafe_fixes: bool = False
+    # The result cache's folder (relative to the configuration's folder; default
+    # ``.memsafe_fix_cache`` there). ``--cache-dir`` and ``MEMSAFE_FIX_CACHE_DIR`` take precedence.
+    cache_dir: Optional[str] = None
     # pytest's collection options, read from the project's pytest configuration.
     python_files: tuple[str, ...] = ("test_*.py", "*_test.py")
     python_classes: tuple[str, ...] = ("Test",)
@@ -221,7 +224,7 @@ def read_toml(path: Path, text: Optional[str] = None) -> dict[str, Any]:
     """A TOML file's data (``text``: its contents, when already read); a ``ConfigError`` with
     the line and column of a syntax error."""
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8") if text is None else text)
+        return _parsed_toml(path.read_text(encoding="utf-8") if text is None else text)
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read configuration: {exc}", path) from exc
     except tomllib.TOMLDecodeError as exc:
@@ -230,6 +233,13 @@ def read_toml(path: Path, text: Optional[str] = None) -> dict[str, Any]:
         line, col = (int(position[1]), int(position[2])) if position else (1, 1)
         detail = message[: position.start()] if position else message
         raise ConfigError(f"{path}: cannot read configuration: {detail}", path, line, col) from exc
+
+
+@lru_cache(maxsize=64)
+def _parsed_toml(text: str) -> dict[str, Any]:
+    """TOML text's data, parsed once (the settings of every folder below a ``pyproject.toml``
+    read it). Callers do not change it."""
+    return tomllib.loads(text)
 
 
 def _ini_list(value: Any) -> tuple[str, ...]:
@@ -320,13 +330,13 @@ def load_pytest_config(path: Path, text: Optional[str] = None) -> Optional[Pytes
 def find_pytest_config(directory: Path) -> Optional[PytestConfig]:
     """The pytest configuration for tests in ``directory``: the first file that holds one,
     walking up, as pytest finds it when run on that folder."""
-    for folder in (directory, *directory.parents):
-        for name in PYTEST_CONFIG_NAMES:
-            if is_file(folder / name):
-                found = load_pytest_config(folder / name)
-                if found is not None:
-                    return found
-    return None
+    for name in PYTEST_CONFIG_NAMES:
+        if is_file(directory / name):
+            found = load_pytest_config(directory / name)
+            if found is not None:
+                return found
+    # Asked for every folder of a suite: the folders above are looked at once.
+    return None if directory.parent == directory else find_pytest_config(directory.parent)
 
 
 def is_file(path: Path) -> bool:

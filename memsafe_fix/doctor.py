@@ -36,9 +36,8 @@ from memsafe_fix.config import (
     load_pytest_config,
     settings_for,
 )
-from memsafe_fix.edits import AppendToPytestOption, Finding
+from memsafe_fix.edits import AppendToPytestOption, Finding, FixError
 from memsafe_fix.engine import FileResult, Mode, read_source, write_atomically
-from memsafe_fix.fixer import FixError
 from memsafe_fix.report import unified_diff
 from memsafe_fix.rules import PROJECT_RULES
 

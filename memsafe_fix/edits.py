@@ -126,3 +126,16 @@ class Finding:
     @property
     def fixable(self) -> bool:
         return self.fix is not None
+
+
+class FixError(Exception):
+    """The planned edits do not match the file (a bug in memsafe-fix, never the user's)."""
+
+
+class LossySource(Exception):
+    """LibCST cannot write this file back byte for byte (a form feed at the start of a
+    statement's line): fixing it would lose bytes, so it is left alone."""
+
+    def __init__(self, line: int) -> None:
+        super().__init__(f"LibCST cannot write line {line} back byte for byte (a form feed at its start?)")
+        self.line = line

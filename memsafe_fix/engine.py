@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -18,23 +19,22 @@ import tokenize
 import traceback
 import warnings
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
 from typing import Iterator, Optional
 
-import libcst as cst
-
 from memsafe_fix.analysis import chunks
 from memsafe_fix.analysis.index import use_folder
 from memsafe_fix.analysis.markers import registered_markers, used_markers
 from memsafe_fix.analysis.module import ModuleAnalysis
-from memsafe_fix.analysis.project import first_party_names
+from memsafe_fix.analysis.project import Dependencies, first_party_names, recording
 from memsafe_fix.analysis.targets import Resolution
+from memsafe_fix.cache import Cache, Hit, digest
 from memsafe_fix.config import Settings
-from memsafe_fix.edits import Finding, Fix
-from memsafe_fix.fixer import FixError, LossySource, apply_fixes
+from memsafe_fix.edits import Finding, Fix, FixError, LossySource
 from memsafe_fix.report import unified_diff
 from memsafe_fix.rules import ALL_RULES, Context
 from memsafe_fix.rules.async_patch import AsyncPatch
@@ -81,6 +81,10 @@ class FileResult:
     # Of those, the ones only this run's fixes add.
     added_markers: frozenset[str] = frozenset()
     registered: frozenset[str] = frozenset()
+    # With ``Job.record``: the SHA-256 of the bytes analysed and what the analysis read
+    # elsewhere, for the cache.
+    digest: Optional[str] = None
+    dependencies: Optional[Dependencies] = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,8 @@ class Job:
     verbose: bool = False
     # Class name -> ``xdist_group`` name where other files of the run share the default one.
     group_names: Optional[dict[str, str]] = None
+    # Note the digest and dependencies in the result (the cache is on).
+    record: bool = False
 
 
 # A test class nested in another (or defined under ``if``/``try``): MSF002 gives it a teardown
@@ -155,6 +161,8 @@ def fix_source(
     fixable = [f for f in findings if f.fix is not None]
     if not fixable:
         return source, [], findings
+    from memsafe_fix.fixer import apply_fixes  # LibCST: only for a file with something to fix
+
     def_names = [d.name for d in module.defs]
     new_source = apply_fixes(source, [f.fix for f in fixable if f.fix is not None], def_names, first_party)
     try:
@@ -238,7 +246,12 @@ def process(job: Job, data: Optional[bytes] = None) -> FileResult:
             # code, which is not what they ran memsafe-fix for.
             warnings.simplefilter("ignore", SyntaxWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
-            return _process(job, data)
+            if not job.record:
+                return _process(job, data)
+            with recording() as dependencies:
+                result = _process(job, data)
+            result.dependencies = dependencies
+            return result
     finally:
         if collecting:
             gc.enable()
@@ -252,6 +265,8 @@ def _process(job: Job, data: Optional[bytes]) -> FileResult:
     try:
         if data is None:
             data = job.path.read_bytes()
+        if job.record:
+            result.digest = digest(data)
         source, encoding = read_source(data)
     except OSError as exc:
         result.error = f"{job.display}:1:1: error: cannot read file: {exc.strerror or exc}"
@@ -274,7 +289,9 @@ def _process(job: Job, data: Optional[bytes]) -> FileResult:
                 _note_added_markers(result)
                 return result
         module = ModuleAnalysis(source, job.settings, module_name, job.path)
-        result.markers = used_markers(module)
+        # Naming a pytest marker takes the identifier ``mark`` (``pytest.mark.x``, ``from
+        # pytest import mark``); Python folds non-ASCII identifiers to ASCII ones.
+        result.markers = used_markers(module) if "mark" in source or not source.isascii() else frozenset()
         if module_name == "conftest":
             result.registered = registered_markers(module.tree)
         if job.verbose:
@@ -309,17 +326,25 @@ def _process(job: Job, data: Optional[bytes]) -> FileResult:
         result.error = f"{job.display}:1:1: syntax error: {exc}"
     except LossySource as exc:
         result.error = f"{job.display}:{exc.line}:1: error: cannot fix without losing bytes: {exc}; file left unchanged"
-    except cst.ParserSyntaxError as exc:
-        result.error = f"{job.display}:{exc.raw_line}:{exc.raw_column + 1}: syntax error: {exc.message}"
     except Exception as exc:  # a bug on one file must not stop the run or touch the file
-        detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)) if job.verbose else ""
-        result.error = (
-            f"{job.display}:1:1: internal error: {str(exc) or type(exc).__name__}; file left unchanged"
-            f"{chr(10) + detail if detail else ''}"
-        )
+        if _is_libcst_syntax_error(exc):
+            line, col = exc.raw_line, exc.raw_column + 1  # type: ignore[attr-defined]
+            result.error = f"{job.display}:{line}:{col}: syntax error: {exc.message}"  # type: ignore[attr-defined]
+        else:
+            detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)) if job.verbose else ""
+            result.error = (
+                f"{job.display}:1:1: internal error: {str(exc) or type(exc).__name__}; file left unchanged"
+                f"{chr(10) + detail if detail else ''}"
+            )
     result.fixed, result.findings = [], []
     result.markers = result.registered = result.added_markers = frozenset()
     return result
+
+
+def _is_libcst_syntax_error(exc: Exception) -> bool:
+    """LibCST is imported only to fix a file: its syntax error can only come from there."""
+    cst = sys.modules.get("libcst")
+    return cst is not None and isinstance(exc, cst.ParserSyntaxError)
 
 
 def _chunked(source: str, settings: Settings, module_name: str) -> bool:
@@ -384,13 +409,63 @@ def _note_added_markers(result: FileResult) -> None:
         result.markers |= result.added_markers
 
 
-def run(jobs: list[Job], workers: Optional[int] = None) -> Iterator[FileResult]:
+def run(jobs: list[Job], workers: Optional[int] = None, cache: Optional[Cache] = None) -> Iterator[FileResult]:
     """Results in the order of ``jobs``; files are processed in parallel by ``workers``
     processes (default: one per core) when there are many, in this process with 1.
     Closing the iterator early (an interrupt, SIGTERM) cancels the run: no file is written
-    after that, and the workers exit."""
+    after that, and the workers exit. With a ``cache``, files whose entry is still valid are
+    not processed again, and the results of the others are stored in it."""
     shared = shared_group_names([(job.path, job.settings) for job in jobs])
     jobs = [replace(job, group_names=shared[job.path]) if job.path in shared else job for job in jobs]
+    if cache is None:
+        yield from _run(jobs, workers)
+        return
+    jobs = [replace(job, record=True) for job in jobs]
+    cached = [_cached(job, cache) for job in jobs]
+    fresh = _run([job for job, hit in zip(jobs, cached) if hit is None], workers)
+    with closing(fresh):
+        for number, (job, hit) in enumerate(zip(jobs, cached), 1):
+            result = hit
+            if result is None:
+                result = next(fresh)
+                _store(job, result, cache)
+            if number == len(jobs):
+                cache.save()  # before the last result: a caller may stop asking once it has it
+            yield result
+
+
+def _cached(job: Job, cache: Cache) -> Optional[FileResult]:
+    """The result of ``job`` from the cache, when it has a valid entry (with ``--verbose``
+    never: the patch targets are not cached). ``--diff``/``--write`` take only entries of
+    files with nothing to fix."""
+    if job.verbose:
+        return None
+    try:
+        data = job.path.read_bytes()
+    except OSError:
+        return None
+    hit = cache.lookup(job.path, job.settings, data, job.group_names)
+    if hit is None or (job.mode is not Mode.CHECK and any(f.fixable for f in hit.findings)):
+        return None
+    return FileResult(
+        job.display,
+        findings=hit.findings,
+        markers=hit.markers,
+        added_markers=hit.added_markers,
+        registered=hit.registered,
+    )
+
+
+def _store(job: Job, result: FileResult, cache: Cache) -> None:
+    """Keep a result that is the file's check result: no error, and nothing fixed (after a
+    fix, the findings left are those of another text)."""
+    if result.error or result.fixed or result.digest is None or result.dependencies is None:
+        return
+    hit = Hit(result.findings, result.markers, result.added_markers, result.registered)
+    cache.store(job.path, job.settings, result.digest, job.group_names, hit, result.dependencies)
+
+
+def _run(jobs: list[Job], workers: Optional[int]) -> Iterator[FileResult]:
     workers = workers or os.cpu_count() or 1
     if len(jobs) < PARALLEL_THRESHOLD or workers == 1:
         yield from map(process, jobs)

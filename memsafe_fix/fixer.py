@@ -16,31 +16,22 @@ from memsafe_fix.edits import (
     Edit,
     ExtendPytestmark,
     Fix,
+    FixError,
     ImportName,
     InsertDecorator,
     InsertMethod,
     InsertModuleStatement,
+    LossySource,
     ReplaceCallee,
 )
+
+__all__ = ["FixError", "LossySource", "apply_fixes"]
 
 DefNode = Union[cst.ClassDef, cst.FunctionDef]
 _STDLIB = frozenset(getattr(sys, "stdlib_module_names", ())) or frozenset(
     {"abc", "asyncio", "collections", "contextlib", "functools", "gc", "io", "json", "logging", "os", "pathlib",
      "re", "sys", "tempfile", "time", "typing", "unittest", "warnings"}
 )  # fmt: skip
-
-
-class FixError(Exception):
-    """The planned edits do not match the file (a bug in memsafe-fix, never the user's)."""
-
-
-class LossySource(Exception):
-    """LibCST cannot write this file back byte for byte (a form feed at the start of a
-    statement's line): fixing it would lose bytes, so it is left alone."""
-
-    def __init__(self, line: int) -> None:
-        super().__init__(f"LibCST cannot write line {line} back byte for byte (a form feed at its start?)")
-        self.line = line
 
 
 def _same_name(cst_name: str, ast_name: str) -> bool:

@@ -13,3 +13,10 @@ XDIST_VARIABLES = ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_X
 def _no_xdist_worker_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in XDIST_VARIABLES:
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _private_result_cache(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Every test's runs of memsafe-fix share a result cache of their own (in-process and in
+    subprocesses), never one in the repository or a fixture folder, nor one of another test."""
+    monkeypatch.setenv("MEMSAFE_FIX_CACHE_DIR", str(tmp_path_factory.mktemp("memsafe_fix_cache")))

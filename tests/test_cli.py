@@ -151,7 +151,7 @@ def test_unreadable_file_and_missing_path(project: Path) -> None:
 
 
 def test_internal_error_leaves_file_untouched(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("memsafe_fix.engine.apply_fixes", lambda source, *args: source + "def (:\n")
+    monkeypatch.setattr("memsafe_fix.fixer.apply_fixes", lambda source, *args: source + "def (:\n")
     (project / "tests" / "test_a.py").write_text(MOCK_CLASS)
     result = invoke("--write", "tests")
     assert result.exit_code == 2
@@ -603,6 +603,21 @@ def test_async_decorators_setting(project: Path) -> None:
     assert "patch of async `shop.client.Client.decorated`" in invoke("--check", "tests").stdout
     (project / "pyproject.toml").write_text("[tool.memsafe-fix]\nasync-decorators = 'x'\n")
     assert "`async-decorators` must be a list of strings" in invoke("tests").everything
+
+
+def test_class_decorator_through_a_module_is_no_error(project: Path) -> None:
+    """``@decos.Retry`` naming a class: the method becomes an instance, MSF004 leaves it
+    unresolved (it used to fail with an internal error reading the class as a function)."""
+    (project / "shop").mkdir()
+    (project / "shop" / "__init__.py").write_text("")
+    (project / "shop" / "decos.py").write_text("class Retry:\n    def __init__(self, f):\n        self.f = f\n")
+    (project / "shop" / "client.py").write_text(
+        "from shop import decos\n\n\nclass Client:\n    @decos.Retry\n    async def decorated(self):\n        pass\n"
+    )
+    (project / "tests" / "test_a.py").write_text(ASYNC_PROJECT_TEST)
+    checked = invoke("--check", "--verbose", "tests")
+    assert "internal error" not in checked.everything
+    assert "async def `client.decorated` is decorated with `decos.Retry`" in checked.stderr
 
 
 def test_config_only_pyproject_in_tests_is_not_the_project_root(project: Path) -> None:

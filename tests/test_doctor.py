@@ -572,8 +572,8 @@ def test_pyproject_changed_during_the_run_is_not_written(cwd: Path, monkeypatch)
     make(cwd, {"pyproject.toml": XDIST_EXTRA, "tests/test_a.py": MOCK_CLASS, "tests/test_b.py": MOCK_CLASS})
     from memsafe_fix import cli
 
-    def run_and_edit(jobs, workers):
-        for number, result in enumerate(engine_run(jobs, workers)):
+    def run_and_edit(jobs, workers, cache):
+        for number, result in enumerate(engine_run(jobs, workers, cache)):
             if number == 1:  # someone saves the file while the run goes on
                 (cwd / "pyproject.toml").write_text(XDIST_EXTRA + "# edited\n")
             yield result

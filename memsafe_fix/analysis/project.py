@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import re
 import sys
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 from memsafe_fix.analysis.index import load_tree
 from memsafe_fix.analysis.module import Def, ModuleAnalysis
@@ -123,8 +125,41 @@ def _environment(python: Path) -> Path:
     return python.parent.parent if python.parent.name in ("bin", "Scripts") else python.parent
 
 
-@lru_cache(maxsize=None)
+@dataclass
+class Dependencies:
+    """What one file's analysis read besides the file itself (for the result cache,
+    ``cache.py``): module lookups (dotted name, importing folder, installed too) and the file
+    each found, the files loaded, and the ``conftest.py`` files looked for (found or not)."""
+
+    lookups: dict[tuple[str, str, bool], Optional[str]] = field(default_factory=dict)
+    files: set[str] = field(default_factory=set)
+    probes: dict[str, bool] = field(default_factory=dict)
+
+
+# Set while ``recording`` (the engine, for one file with the cache on).
+_recording: Optional[Dependencies] = None
+
+
+@contextmanager
+def recording() -> Iterator[Dependencies]:
+    """Collect what the analysis done inside reads from other files."""
+    global _recording
+    previous, _recording = _recording, Dependencies()
+    try:
+        yield _recording
+    finally:
+        _recording = previous
+
+
 def find_module(dotted: str, folder: Path, settings: Settings, installed: bool = False) -> Optional[Path]:
+    found = _find_module(dotted, folder, settings, installed)
+    if _recording is not None:
+        _recording.lookups[(dotted, str(folder), installed)] = str(found) if found is not None else None
+    return found
+
+
+@lru_cache(maxsize=None)
+def _find_module(dotted: str, folder: Path, settings: Settings, installed: bool = False) -> Optional[Path]:
     """The source file of module ``dotted`` as imported from a file in ``folder``: in the
     project, and with ``installed`` also among installed packages and the standard library.
     Keyed by folder, so the files of one folder share the answers."""
@@ -135,8 +170,14 @@ def find_module(dotted: str, folder: Path, settings: Settings, installed: bool =
     return _module_file(dotted, folder, roots)
 
 
-@lru_cache(maxsize=None)
 def load_module(path: Path, settings: Settings) -> Optional[ModuleAnalysis]:
+    if _recording is not None:
+        _recording.files.add(str(path))
+    return _load_module(path, settings)
+
+
+@lru_cache(maxsize=None)
+def _load_module(path: Path, settings: Settings) -> Optional[ModuleAnalysis]:
     """An imported module's analysis, from its trimmed tree (see ``index.py``): parsed once per
     run, and kept here for every file this process handles."""
     try:
@@ -175,7 +216,10 @@ def conftests(module: ModuleAnalysis) -> list[ModuleAnalysis]:
     found = []
     for folder in path.parents:
         conftest = folder / "conftest.py"
-        if conftest != path and conftest.is_file():
+        exists = conftest != path and conftest.is_file()
+        if _recording is not None and conftest != path:
+            _recording.probes[str(conftest)] = exists
+        if exists:
             loaded = load_module(conftest, module.settings)
             if loaded is not None:
                 found.append(loaded)
@@ -192,7 +236,7 @@ def clear_caches() -> None:
         _module_names,
         first_party_names,
         installed_roots,
-        find_module,
-        load_module,
+        _find_module,
+        _load_module,
     ):
         cached.cache_clear()

@@ -153,7 +153,8 @@ class TargetResolver:
         ``except ImportError``, or one import per Python version)."""
         if not isinstance(decorator, ast.Name):
             found = self.member_path(decorator, module)
-            return isinstance(found, Def) and returns_its_argument(found.node)  # type: ignore[arg-type]
+            # A class used as a decorator (``@decorators.Retry``) makes an instance, not a coroutine function.
+            return isinstance(found, Def) and not found.is_class and returns_its_argument(found.node)  # type: ignore[arg-type]
         return self._transparent_name(module, decorator.id, 0)
 
     def _transparent_name(self, module: ModuleAnalysis, name: str, depth: int) -> bool:

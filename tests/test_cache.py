@@ -1,0 +1,218 @@
+"""The result cache (``cache.py``): a warm run prints exactly what a cold one does, and any
+change a file's results depend on (its bytes, the settings, the memsafe-fix version, a project
+module it patches, a conftest) means it is analysed again."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from cli_runner import invoke
+
+import memsafe_fix
+import memsafe_fix.cache as cache
+import memsafe_fix.engine as engine
+
+ROOT = Path(__file__).parent.parent
+CLIENT = "class Client:\n    def send(self):\n        return 1\n"
+TEST = """\
+from unittest.mock import patch
+
+
+def test_send():
+    with patch("pkg.client.Client.send") as send:
+        send.return_value = 2
+
+
+def test_other():
+    with patch("pkg.other.Other.run"):
+        pass
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A project whose test patches a method of a project module, and the example suite."""
+    root = tmp_path / "project"
+    (root / "pkg").mkdir(parents=True)
+    (root / "pyproject.toml").write_text('[project]\nname = "demo"\n')
+    (root / "pkg" / "__init__.py").write_text("")
+    (root / "pkg" / "client.py").write_text(CLIENT)
+    (root / "tests").mkdir()
+    (root / "tests" / "test_client.py").write_text(TEST)
+    (root / "tests" / "test_plain.py").write_text("def test_sum():\n    assert sum([1, 2]) == 3\n")
+    shutil.copytree(ROOT / "examples" / "notifier", root / "notifier")
+    shutil.copytree(ROOT / "examples" / "tests", root / "tests" / "notifier")
+    monkeypatch.chdir(root)
+    monkeypatch.delenv(cache.CACHE_DIR_ENV)  # the default folder, next to the configuration
+    return root
+
+
+@pytest.fixture
+def analysed(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The files the engine analyses (rather than takes from the cache), by name."""
+    seen: list[str] = []
+    process = engine._process
+
+    def counting(job: engine.Job, data: object) -> engine.FileResult:
+        seen.append(job.path.name)
+        return process(job, data)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(engine, "_process", counting)
+    yield seen
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = invoke(*args)
+    return result.exit_code, result.everything
+
+
+def shards(root: Path) -> list[Path]:
+    return sorted((root / ".memsafe_fix_cache").glob("*/*.json"))
+
+
+ALL = sorted(["test_client.py", "conftest.py", "test_notifier.py", "test_legacy.py", "test_plain.py"])
+
+
+def test_warm_run_prints_what_the_cold_run_does(project: Path, analysed: list[str]) -> None:
+    for args in (["--check", "."], ["--check", "--output-format", "json", "."], ["--diff", "."]):
+        cold = run(*args, "--no-cache")
+        assert run(*args) == cold  # this one writes the cache
+        analysed.clear()
+        assert run(*args) == cold
+        # --diff takes only the files with nothing to fix from the cache.
+        assert sorted(analysed) == ([] if args[0] == "--check" else [n for n in ALL if n != "test_plain.py"])
+    analysed.clear()
+    run("--check", ".")
+    assert analysed == []
+    folder = project / ".memsafe_fix_cache"
+    assert (folder / "CACHEDIR.TAG").read_text().startswith("Signature: 8a477f597d28d172789f06886806bc55")
+    assert (folder / ".gitignore").read_text().splitlines()[-1] == "*"
+    assert len(shards(project)) == 1
+
+
+def test_write_then_check_from_the_cache(project: Path, analysed: list[str]) -> None:
+    run("--write", ".")
+    expected = run("--check", ".", "--no-cache")
+    run("--check", ".")
+    analysed.clear()
+    assert run("--check", ".") == expected
+    assert analysed == []
+
+
+def test_changed_file_is_analysed_again(project: Path, analysed: list[str]) -> None:
+    run("--check", ".")
+    test = project / "tests" / "test_client.py"
+    test.write_text(TEST.replace("def test_other", "def test_renamed"))
+    analysed.clear()
+    code, output = run("--check", ".")
+    assert analysed == ["test_client.py"]
+    assert (code, output) == run("--check", ".", "--no-cache")
+    assert "test_renamed" in output
+
+
+def test_changed_settings_analyse_everything_again(project: Path, analysed: list[str]) -> None:
+    run("--check", ".")
+    with (project / "pyproject.toml").open("a") as handle:
+        handle.write('\n[tool.memsafe-fix]\nfunction-gc = "off"\n')
+    analysed.clear()
+    code, output = run("--check", ".")
+    assert sorted(analysed) == ALL
+    assert (code, output) == run("--check", ".", "--no-cache")
+    analysed.clear()
+    run("--check", ".", "--select", "MSF004")  # the command line's settings count too
+    assert sorted(analysed) == ALL
+
+
+def test_new_version_analyses_everything_again(
+    project: Path, analysed: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run("--check", ".")
+    monkeypatch.setattr(cache, "__version__", "999.0")
+    analysed.clear()
+    run("--check", ".")
+    assert sorted(analysed) == ALL
+    assert {shard.parent.name for shard in shards(project)} == {"999.0", memsafe_fix.__version__}
+
+
+@pytest.mark.parametrize("change", ["edit module", "add module", "add conftest"])
+def test_a_changed_dependency_analyses_its_importers_again(project: Path, analysed: list[str], change: str) -> None:
+    finding = "tests/test_client.py:5:10: MSF004"
+    assert finding not in run("--check", ".")[1]
+    if change == "edit module":  # the patched method becomes a coroutine function
+        (project / "pkg" / "client.py").write_text(CLIENT.replace("def send", "async def send"))
+    elif change == "add module":  # a target that was not found now is
+        (project / "pkg" / "other.py").write_text("class Other:\n    async def run(self):\n        pass\n")
+    else:  # a conftest that was not there
+        (project / "tests" / "conftest.py").write_text("import pytest\n")
+    analysed.clear()
+    after = run("--check", ".")
+    again = set(analysed)
+    assert after == run("--check", ".", "--no-cache")
+    # Only the files whose analysis read the module, or looked for that conftest (and the new
+    # conftest itself), are analysed again.
+    assert again == ({"conftest.py", "test_notifier.py"} if change == "add conftest" else {"test_client.py"})
+    if change == "edit module":
+        assert finding in after[1]
+    if change == "add module":
+        assert "tests/test_client.py:10:10: MSF004" in after[1]
+
+
+def test_no_cache_writes_nothing(project: Path) -> None:
+    before = sorted(os.listdir(project))
+    for mode in ("--check", "--diff", "--write"):
+        run(mode, "--no-cache", ".")
+    assert sorted(os.listdir(project)) == before
+    assert not (project / ".memsafe_fix_cache").exists()
+
+
+def test_cache_dir_option_setting_and_environment(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run("--check", "--cache-dir", str(tmp_path / "option"), ".")
+    monkeypatch.setenv(cache.CACHE_DIR_ENV, str(tmp_path / "environment"))
+    run("--check", ".")
+    monkeypatch.delenv(cache.CACHE_DIR_ENV)
+    with (project / "pyproject.toml").open("a") as handle:
+        handle.write('\n[tool.memsafe-fix]\ncache-dir = "build/memsafe"\n')
+    run("--check", ".")
+    for folder in (tmp_path / "option", tmp_path / "environment", project / "build" / "memsafe"):
+        assert (folder / "CACHEDIR.TAG").is_file()
+        assert len(list(folder.glob("*/*.json"))) == 1
+    assert not (project / ".memsafe_fix_cache").exists()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        b"{not json",
+        b"",
+        b"\x00\xff" * 50,
+        b"[1, 2, 3]",
+        json.dumps({"format": 1, "entries": {"x": 1}}).encode(),
+        "an entry whose fix names something that is not an edit",
+    ],
+)
+def test_a_damaged_or_foreign_cache_is_ignored(project: Path, analysed: list[str], damage: object) -> None:
+    expected = run("--check", ".")
+    (shard,) = shards(project)
+    if isinstance(damage, str):
+        data = json.loads(shard.read_text())
+        for entry in data["entries"].values():
+            for finding in entry["findings"]:
+                finding["fix"] = {"edits": [{"type": "system", "command": "touch pwned"}], "imports": []}
+        shard.write_text(json.dumps(data))
+    else:
+        shard.write_bytes(damage)  # type: ignore[arg-type]
+    analysed.clear()
+    assert run("--check", ".") == expected
+    assert analysed  # analysed again, not taken from the damaged file
+    assert not (project / "pwned").exists()
+    json.loads(shard.read_text())  # and the cache is whole again
+    analysed.clear()
+    assert run("--check", ".") == expected
+    assert analysed == []
