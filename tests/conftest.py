@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import pytest
 
-# pytest-xdist tells its workers who they are through the environment; a pytest started by a
-# test must not inherit that, or it believes it is a worker too (and MSF003's skips fire).
-XDIST_VARIABLES = ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID")
+# A pytest started by a test must not inherit how this one runs: pytest-xdist tells its workers
+# who they are through the environment (a child would believe it is a worker too, and MSF003's
+# skips fire), and CI / BUILD_NUMBER make pytest print whole messages in its short summary.
+INHERITED_VARIABLES = (
+    "PYTEST_XDIST_WORKER",
+    "PYTEST_XDIST_WORKER_COUNT",
+    "PYTEST_XDIST_TESTRUNUID",
+    "CI",
+    "BUILD_NUMBER",
+)
 
 
 @pytest.fixture(autouse=True)
-def _no_xdist_worker_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in XDIST_VARIABLES:
+def _child_pytest_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in INHERITED_VARIABLES:
         monkeypatch.delenv(name, raising=False)
 
 
