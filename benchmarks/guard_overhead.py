@@ -160,11 +160,12 @@ def attribute(python: str, suite: Path, args: list[str], guard_args: list[str]) 
     print(f"  guards in all: {spent * 1e3:.1f} ms = {spent / total['cpu'] * 100:.2f}% of the run's CPU")
 
 
-def per_call_costs(rounds: int = 15, calls: int = 20_000) -> tuple[float, float]:
-    """Seconds the mock guard adds to one mock call, and one RSS read takes (fastest rounds)."""
+def mock_call_times(rounds: int, calls: int) -> tuple[list[float], list[float]]:
+    """Seconds per mock call (a child two levels down, as `client.api.search(...)`), per round,
+    without and with the mock guard."""
     from unittest import mock
 
-    from pytest_memsafe import MockCallGuard, rss_meter
+    from pytest_memsafe import MockCallGuard
 
     def per_call() -> float:
         search = mock.MagicMock().api.search
@@ -182,6 +183,14 @@ def per_call_costs(rounds: int = 15, calls: int = 20_000) -> tuple[float, float]
             guarded.append(per_call())
         finally:
             guard.pytest_unconfigure()
+    return plain, guarded
+
+
+def per_call_costs(rounds: int = 15, calls: int = 20_000) -> tuple[float, float]:
+    """Seconds the mock guard adds to one mock call, and one RSS read takes (fastest rounds)."""
+    from pytest_memsafe import rss_meter
+
+    plain, guarded = mock_call_times(rounds, calls)
     meter = rss_meter()
     assert meter is not None
     start = time.process_time()
@@ -192,26 +201,7 @@ def per_call_costs(rounds: int = 15, calls: int = 20_000) -> tuple[float, float]
 
 def micro(calls: int, rounds: int) -> None:
     """Microseconds per mock call (a child two levels down, as `client.api.search(...)`)."""
-    from unittest import mock
-
-    from pytest_memsafe import MockCallGuard
-
-    def per_call() -> float:
-        search = mock.MagicMock().api.search
-        start = time.process_time()
-        for _ in range(calls):
-            search(query="q", token=None)
-        return (time.process_time() - start) / calls * 1e6
-
-    plain, guarded = [], []
-    for _ in range(rounds):
-        plain.append(per_call())
-        guard = MockCallGuard(calls * 10)
-        guard.phase = 1  # as inside a test
-        try:
-            guarded.append(per_call())
-        finally:
-            guard.pytest_unconfigure()
+    plain, guarded = ([t * 1e6 for t in times] for times in mock_call_times(rounds, calls))
     for label, pick in (("fastest", min), ("median", statistics.median)):
         base, with_guard = pick(plain), pick(guarded)
         print(

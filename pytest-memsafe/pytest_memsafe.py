@@ -386,16 +386,22 @@ def release_instance_state(item: pytest.Item) -> None:
         state.clear()
 
 
+def option_or_ini(config: pytest.Config, name: str, parse: Callable[[str], int]) -> int | None:
+    """The command-line option NAME, else the ini setting of the same name (parsed the same way)."""
+    value = config.getoption(name)
+    if value is None and config.getini(name):
+        try:
+            value = parse(config.getini(name))
+        except argparse.ArgumentTypeError as error:
+            raise pytest.UsageError(f"ini setting {name}: {error}") from None
+    return value
+
+
 def pytest_configure(config: pytest.Config) -> None:
     configure_mock_guard(config)
     install_ast_parse_guard(config)
     report_target = config.getoption("memsafe_report")
-    max_rss = config.getoption("memsafe_max_rss")
-    if max_rss is None and config.getini("memsafe_max_rss"):
-        try:
-            max_rss = parse_size(config.getini("memsafe_max_rss"))
-        except argparse.ArgumentTypeError as error:
-            raise pytest.UsageError(f"ini setting memsafe_max_rss: {error}") from None
+    max_rss = option_or_ini(config, "memsafe_max_rss", parse_size)
     collect_garbage = config.getoption("memsafe_gc")
     explain = config.getoption("memsafe_explain") or config.getoption("memsafe_chart") is not None
     if explain and report_target is None:
@@ -767,12 +773,7 @@ def parse_count(text: str) -> int:
 
 def configure_mock_guard(config: pytest.Config) -> None:
     """Install the mock call guard when --memsafe-max-mock-calls (or its ini setting) is given."""
-    max_calls = config.getoption("memsafe_max_mock_calls")
-    if max_calls is None and config.getini("memsafe_max_mock_calls"):
-        try:
-            max_calls = parse_count(config.getini("memsafe_max_mock_calls"))
-        except argparse.ArgumentTypeError as error:
-            raise pytest.UsageError(f"ini setting memsafe_max_mock_calls: {error}") from None
+    max_calls = option_or_ini(config, "memsafe_max_mock_calls", parse_count)
     if max_calls is not None:
         config.pluginmanager.register(MockCallGuard(max_calls), "memsafe-mock-guard")
 
