@@ -54,9 +54,11 @@ def load_tree(path: Path) -> ast.Module:
                 return tree
         except (OSError, pickle.UnpicklingError, EOFError, AttributeError, TypeError):
             pass  # being written by another process, or damaged: parse it here
-    tree = ast.parse(path.read_text(encoding="utf-8"))
+    source = path.read_text(encoding="utf-8")
+    tree = ast.parse(source)
     if path.name != "conftest.py":
-        tree = _Trimmer().visit(tree)
+        # Split as Python counts lines (``str.splitlines`` also splits at form feeds).
+        tree = _Trimmer(source.replace("\r\n", "\n").replace("\r", "\n").split("\n")).visit(tree)
     if entry is not None:
         _store(entry, tree)
     return tree
@@ -82,11 +84,9 @@ def _store(entry: Path, tree: ast.Module) -> None:
 def _self_assignments(function: FunctionNode) -> list[ast.stmt]:
     """The ``self.x = ...`` (and ``setattr(self, ...)``) statements of a method body, wherever
     they are in it: MSF004 reads what an instance's attributes are (``self.client = Client()``
-    in ``__init__``)."""
+    in ``__init__``). Assignments are statements, so only statements are walked."""
     found: list[ast.stmt] = []
-    stack: list[ast.AST] = list(function.body)
-    while stack:
-        node = stack.pop()
+    for node in _own_statements(function.body):
         if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             if any(isinstance(t, ast.Attribute) and _is_self(t.value) for t in targets):
@@ -95,9 +95,28 @@ def _self_assignments(function: FunctionNode) -> list[ast.stmt]:
             call = node.value
             if isinstance(call.func, ast.Name) and call.func.id == "setattr" and call.args and _is_self(call.args[0]):
                 found.append(node)
-        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
-            stack.extend(ast.iter_child_nodes(node))
     return sorted(found, key=lambda stmt: (stmt.lineno, stmt.col_offset))
+
+
+def _own_statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
+    """Every statement of a function body at any depth (``if``/``try``/``with``/loops,
+    ``except`` handlers, ``match`` cases), the definitions nested in it but not their bodies."""
+    for stmt in body:
+        yield stmt
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            continue
+        for block in _blocks(stmt):
+            yield from _own_statements(block)
+
+
+def _blocks(stmt: ast.stmt) -> Iterator[list[ast.stmt]]:
+    """The statement lists directly inside a compound statement."""
+    for name in ("body", "orelse", "finalbody"):
+        block = getattr(stmt, name, None)
+        if block:
+            yield block
+    for holder in (*getattr(stmt, "handlers", ()), *getattr(stmt, "cases", ())):
+        yield holder.body
 
 
 def _statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
@@ -113,17 +132,52 @@ def _is_self(node: ast.AST) -> bool:
     return isinstance(node, ast.Name) and node.id == "self"
 
 
-class _Trimmer(ast.NodeTransformer):
-    def visit_FunctionDef(self, node: FunctionNode) -> FunctionNode:
+def _may_return_its_argument(function: FunctionNode) -> bool:
+    """A cheap necessary condition for ``returns_its_argument``: a plain ``def`` with a
+    parameter, whose ``return`` statements (statements, so found without walking expressions)
+    all name its first parameter. Only then is the whole body walked."""
+    params = [*function.args.posonlyargs, *function.args.args]
+    if not isinstance(function, ast.FunctionDef) or not params:
+        return False
+    returns = [stmt for stmt in _own_statements(function.body) if isinstance(stmt, ast.Return)]
+    return bool(returns) and all(isinstance(r.value, ast.Name) and r.value.id == params[0].arg for r in returns)
+
+
+class _Trimmer:
+    """Trims a module's tree in place, visiting statements only: definitions occur only in
+    statement lists, so expressions (most of a tree) are never walked. ``lines`` is the
+    module's source, split into lines, to rule out ``yield`` from a function's text."""
+
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = lines
+
+    def visit(self, tree: ast.Module) -> ast.Module:
+        self._body(tree.body)
+        return tree
+
+    def _body(self, body: list[ast.stmt]) -> None:
+        for stmt in body:
+            if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                self._function(stmt)
+            elif isinstance(stmt, ast.ClassDef):
+                self._body(stmt.body)
+            else:
+                for block in _blocks(stmt):
+                    self._body(block)
+
+    def _function(self, node: FunctionNode) -> None:
         if (
             node.name in KEPT_BODIES
             or any(isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef)) for s in _statements(node.body))
-            or returns_its_argument(node)
+            or (_may_return_its_argument(node) and returns_its_argument(node))
         ):
-            return self.generic_visit(node)  # type: ignore[return-value]
+            self._body(node.body)
+            return
         # A body that yields stays a generator body: MSF004 tells async generators apart.
-        stand_in = ast.Expr(ast.Yield(None)) if yields(node) else ast.Pass()
+        stand_in = ast.Expr(ast.Yield(None)) if self._may_yield(node) and yields(node) else ast.Pass()
         node.body = [ast.fix_missing_locations(ast.copy_location(stand_in, node.body[0])), *_self_assignments(node)]
-        return node
 
-    visit_AsyncFunctionDef = visit_FunctionDef  # type: ignore[assignment]
+    def _may_yield(self, node: FunctionNode) -> bool:
+        """Whether the word ``yield`` is in the function's text (a ``yield`` needs it)."""
+        end = node.end_lineno or len(self.lines)
+        return any("yield" in line for line in self.lines[node.lineno - 1 : end])
