@@ -297,6 +297,8 @@ def _process(job: Job, data: Optional[bytes]) -> FileResult:
         if job.verbose:
             result.patch_targets = patch_targets(module)
         if job.mode is Mode.CHECK:
+            # Only the code of fixes uses the quote (a tokenization), and ``--check`` prints none.
+            module.quote = '"'
             result.findings = _check(module, job.group_names)
             _note_added_markers(result)
             return result

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 from typing import Optional
 
-from memsafe_fix.analysis.module import Def, ModuleAnalysis
+from memsafe_fix.analysis.module import Def, ModuleAnalysis, child_nodes
 
 XDIST_WORKER_VARIABLE = "PYTEST_XDIST_WORKER"
 
@@ -76,11 +76,16 @@ def used_markers(module: ModuleAnalysis) -> frozenset[str]:
     if source and source.isascii() and "mark" not in source:
         return frozenset()  # every spelling names ``mark`` (non-ASCII names fold to it)
     found = set()
-    for node in ast.walk(module.tree):
+    qualify = module.imports.qualify
+    # ``ast.walk``'s nodes in another order (the answer is a set), without its generators.
+    stack: list[ast.AST] = [module.tree]
+    while stack:
+        node = stack.pop()
         if isinstance(node, ast.Attribute) and isinstance(node.value, (ast.Name, ast.Attribute)):
-            name = module.imports.qualify(node)
+            name = qualify(node)
             if name and name.startswith("pytest.mark.") and name.count(".") == 2:
                 found.add(node.attr)
+        stack.extend(child_nodes(node))
     return frozenset(found)
 
 

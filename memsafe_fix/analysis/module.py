@@ -361,20 +361,35 @@ def returns_its_argument(function: Union[ast.FunctionDef, ast.AsyncFunctionDef])
     a decorator that returns the function unchanged (``typing_extensions.override``'s shim,
     which only sets ``__override__`` on it)."""
     params = [*function.args.posonlyargs, *function.args.args]
-    if not isinstance(function, ast.FunctionDef) or not params or yields(function):
+    if not isinstance(function, ast.FunctionDef) or not params:
         return False
     name = params[0].arg
-    returns: list[ast.Return] = []
+    # ``return`` is a statement: the statements alone settle most functions (a test, a
+    # fixture) before the walk of every expression for ``yield`` and rebindings.
+    returns = [node for node in _statements_outside_functions(function.body) if isinstance(node, ast.Return)]
+    if not returns or not all(isinstance(r.value, ast.Name) and r.value.id == name for r in returns):
+        return False
+    if yields(function):
+        return False
     stack: list[ast.AST] = list(function.body)
     while stack:
         node = stack.pop()
-        if isinstance(node, ast.Return):
-            returns.append(node)
-        elif isinstance(node, ast.Name) and node.id == name and not isinstance(node.ctx, ast.Load):
+        if isinstance(node, ast.Name) and node.id == name and not isinstance(node.ctx, ast.Load):
             return False
         if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
-            stack.extend(ast.iter_child_nodes(node))
-    return bool(returns) and all(isinstance(r.value, ast.Name) and r.value.id == name for r in returns)
+            stack.extend(child_nodes(node))
+    return True
+
+
+def _statements_outside_functions(body: list[ast.stmt]) -> Iterator[ast.AST]:
+    """The statements (``except`` handlers, ``match`` cases) in ``body``, nested ones included,
+    but not those of the functions and classes defined there."""
+    stack: list[ast.AST] = list(body)
+    while stack:
+        current = stack.pop()
+        yield current
+        if not isinstance(current, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            stack.extend(_statement_children(current))
 
 
 def yields(function: Union[ast.FunctionDef, ast.AsyncFunctionDef]) -> bool:
@@ -385,5 +400,5 @@ def yields(function: Union[ast.FunctionDef, ast.AsyncFunctionDef]) -> bool:
         if isinstance(node, (ast.Yield, ast.YieldFrom)):
             return True
         if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
-            stack.extend(ast.iter_child_nodes(node))
+            stack.extend(child_nodes(node))
     return False

@@ -1,0 +1,158 @@
+"""The shortcuts ``--check`` takes give what the plain analysis gives, on fixtures that exercise them."""
+
+from __future__ import annotations
+
+import ast
+import textwrap
+from pathlib import Path
+from typing import Union
+
+import pytest
+from test_golden import CASES, case_settings, module_name
+from test_prefilter import SOURCES
+
+from memsafe_fix.analysis.markers import used_markers
+from memsafe_fix.analysis.module import ModuleAnalysis, returns_its_argument, yields
+from memsafe_fix.config import Settings
+from memsafe_fix.engine import Job, Mode, check_source, process, read_source
+
+ROOT = Path(__file__).parent.parent
+
+DECORATORS = textwrap.dedent(
+    """\
+    def plain(f):
+        return f
+
+    def nested_return(f):
+        if f:
+            try:
+                return f
+            except ValueError:
+                return f
+            finally:
+                pass
+        with open(f):
+            for _ in f:
+                return f
+        return f
+
+    def other_return(f):
+        if f:
+            return f
+        return None
+
+    def return_in_handler(f):
+        try:
+            pass
+        except ValueError:
+            return g
+        return f
+
+    def only_inner_returns(f):
+        def inner():
+            return f
+        class Inner:
+            def method(self):
+                return f
+        return f
+
+    def rebinds(f):
+        f = wrap(f)
+        return f
+
+    def rebinds_in_expression(f):
+        [f := g for g in ()]
+        return f
+
+    def generator(f):
+        x = (yield)
+        return f
+
+    def yield_in_lambda(f):
+        g = lambda: (yield)
+        return f
+
+    def no_return(f):
+        f.x = 1
+
+    def bare_return(f):
+        return
+
+    def matched(f):
+        match f:
+            case 1:
+                return g
+        return f
+
+    async def coroutine(f):
+        return f
+
+    def no_params():
+        return None
+    """
+)
+
+
+def _returns_its_argument_by_full_walk(function: Union[ast.FunctionDef, ast.AsyncFunctionDef]) -> bool:
+    """The analysis before its statements-first shortcut."""
+    params = [*function.args.posonlyargs, *function.args.args]
+    if not isinstance(function, ast.FunctionDef) or not params or yields(function):
+        return False
+    name = params[0].arg
+    returns: list[ast.Return] = []
+    stack: list[ast.AST] = list(function.body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.Return):
+            returns.append(node)
+        elif isinstance(node, ast.Name) and node.id == name and not isinstance(node.ctx, ast.Load):
+            return False
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            stack.extend(ast.iter_child_nodes(node))
+    return bool(returns) and all(isinstance(r.value, ast.Name) and r.value.id == name for r in returns)
+
+
+def _functions(source: str) -> list[Union[ast.FunctionDef, ast.AsyncFunctionDef]]:
+    return [n for n in ast.walk(ast.parse(source)) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+
+
+def test_returns_its_argument_on_decorator_shapes() -> None:
+    answers = {f.name: returns_its_argument(f) for f in _functions(DECORATORS)}
+    assert {name for name, yes in answers.items() if yes} == {
+        "plain",
+        "nested_return",
+        "only_inner_returns",
+        "yield_in_lambda",
+    }
+    assert answers == {f.name: _returns_its_argument_by_full_walk(f) for f in _functions(DECORATORS)}
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_returns_its_argument_and_markers_as_the_full_walks_find_them(path: Path) -> None:
+    source = read_source(path.read_bytes())[0]
+    for function in _functions(source):
+        assert returns_its_argument(function) == _returns_its_argument_by_full_walk(function)
+    module = ModuleAnalysis(source, Settings(), f"test_{path.parent.name}", path)
+    by_ast_walk = set()
+    for node in ast.walk(module.tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, (ast.Name, ast.Attribute)):
+            name = module.imports.qualify(node)
+            if name and name.startswith("pytest.mark.") and name.count(".") == 2:
+                by_ast_walk.add(node.attr)
+    assert used_markers(module) == by_ast_walk
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_check_mode_reports_the_findings_check_source_does(case: Path, tmp_path: Path) -> None:
+    """``--check`` leaves the file's quote unworked-out (only fix code uses it): the findings
+    it reports are those of the analysis that works it out."""
+    path = tmp_path / f"{module_name(case)}.py"
+    path.write_bytes((case / "input.py").read_bytes())
+    settings = case_settings(case)
+    source = read_source(path.read_bytes())[0]
+    expected = check_source(source, settings, path.stem, path)
+    checked = process(Job(path, str(path), settings, Mode.CHECK))
+    assert checked.error is None
+    assert [(f.code, f.line, f.col, f.message, f.fixable) for f in checked.findings] == [
+        (f.code, f.line, f.col, f.message, f.fixable) for f in expected
+    ]
