@@ -162,6 +162,25 @@ def test_a_changed_dependency_analyses_its_importers_again(project: Path, analys
         assert "tests/test_client.py:10:10: MSF004" in after[1]
 
 
+def test_a_module_shared_by_many_folders_invalidates_every_importer(project: Path, analysed: list[str]) -> None:
+    # Importers in two folders look the module up once per folder; the probes of the project
+    # root below them are shared (asked once per run), and a module that is gone must still
+    # send both back to analysis.
+    (project / "tests" / "sub").mkdir()
+    (project / "tests" / "sub" / "test_again.py").write_text(TEST)
+    (project / "pkg" / "client.py").write_text(CLIENT.replace("def send", "async def send"))
+    cold = run("--check", ".")
+    assert "tests/test_client.py:5:10: MSF004" in cold[1]
+    assert "tests/sub/test_again.py:5:10: MSF004" in cold[1]
+    (project / "pkg" / "client.py").unlink()
+    analysed.clear()
+    after = run("--check", ".")
+    assert sorted(analysed) == ["test_again.py", "test_client.py"]
+    assert after == run("--check", ".", "--no-cache")
+    assert "tests/test_client.py:5:10: MSF004" not in after[1]
+    assert "tests/sub/test_again.py:5:10: MSF004" not in after[1]
+
+
 def test_no_cache_writes_nothing(project: Path) -> None:
     before = sorted(os.listdir(project))
     for mode in ("--check", "--diff", "--write"):

@@ -3,6 +3,7 @@ the README links to, valid examples produce no finding, invalid ones are fixed a
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import replace
 
@@ -11,6 +12,7 @@ import pytest
 from memsafe_fix.config import Settings
 from memsafe_fix.engine import check_source, fix_source
 from memsafe_fix.rules import ALL_RULES, Rule
+from memsafe_fix.rules.xdist_group import _class_lines
 
 SECTIONS = ("## What it does", "## Why", "## Example", "## Fix safety")
 
@@ -46,3 +48,14 @@ def test_invalid_examples(rule: Rule) -> None:
         assert fixed == after
         assert {f.code for f in findings} == {rule.code}
         assert fix_source(after, only(rule), "test_example")[0] == after
+
+
+def test_class_lines_are_the_lines_starting_with_class() -> None:
+    # shared_group_names searches for the keyword rather than a multi-line ``^``: the same lines.
+    text = (
+        "class A(B): pass\n\tclass  TestC(unittest.TestCase):\n  # class D\nsubclass E\nx = 1; class F\n"
+        "    class G\r\nclass\tH: class I\nsubclassclass J\nclass\nclass K"
+    )
+    multi_line = re.compile(r"^[ \t]*class[ \t]+(\w+)(.*)", re.MULTILINE)
+    assert list(_class_lines(text)) == multi_line.findall(text)
+    assert [name for name, _ in _class_lines(text)] == ["A", "TestC", "G", "H", "K"]

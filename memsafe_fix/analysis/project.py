@@ -81,10 +81,20 @@ def _module_file(dotted: str, folder: Path, roots: tuple[Path, ...]) -> Optional
             base = base.parent
         roots = (base,)
     for root in roots:
-        target = root.joinpath(*parts)
-        for candidate in (target.with_suffix(".py") if parts else None, target / "__init__.py"):
-            if candidate is not None and candidate.is_file():
-                return candidate
+        found = _module_file_in(root, tuple(parts))
+        if found is not None:
+            return found
+    return None
+
+
+@lru_cache(maxsize=None)
+def _module_file_in(root: Path, parts: tuple[str, ...]) -> Optional[Path]:
+    """The file of the module at ``parts`` below ``root``. Folders share roots (the project
+    root, ``src/``, installed packages), so each is probed once per run."""
+    target = root.joinpath(*parts)
+    for candidate in (target.with_suffix(".py") if parts else None, target / "__init__.py"):
+        if candidate is not None and candidate.is_file():
+            return candidate
     return None
 
 
@@ -237,6 +247,7 @@ def clear_caches() -> None:
         first_party_names,
         installed_roots,
         _find_module,
+        _module_file_in,
         _load_module,
     ):
         cached.cache_clear()

@@ -89,8 +89,18 @@ def group_name(cls: Def, context: Context) -> str:
 
 # Parent folders added to a qualified group name at most, to tell same-named files apart.
 MAX_QUALIFYING_FOLDERS = 3
-_CLASS_LINE = re.compile(r"^[ \t]*class[ \t]+(\w+)(.*)", re.MULTILINE)
+# ``class`` then the name and the rest of the line; a line's own when only blanks come before it
+# (``_class_lines``: searching for the keyword is much faster than a multi-line ``^``).
+_CLASS = re.compile(r"class[ \t]+(\w+)(.*)")
 _GROUP_MARKER = re.compile(r"xdist_group\(\s*(?:name\s*=\s*)?[rRuU]?[\"']([^\"']+)[\"']")
+
+
+def _class_lines(text: str) -> Iterator[tuple[str, str]]:
+    """The name and the rest of the line of each line starting with ``class`` (after blanks)."""
+    for match in _CLASS.finditer(text):
+        line_start = text.rfind("\n", 0, match.start()) + 1
+        if not text[line_start : match.start()].strip(" \t"):
+            yield match.group(1), match.group(2)
 
 
 def shared_group_names(files: list[tuple[Path, Settings]]) -> dict[Path, dict[str, str]]:
@@ -118,7 +128,7 @@ def shared_group_names(files: list[tuple[Path, Settings]]) -> dict[Path, dict[st
             continue
         classes[path] = [
             name
-            for name, rest in _CLASS_LINE.findall(text)
+            for name, rest in _class_lines(text)
             if matches_prefix_or_glob(name, settings.python_classes) or "TestCase" in rest
         ]
         for name in classes[path]:
