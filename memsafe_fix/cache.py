@@ -21,6 +21,7 @@ damaged, of another version or not of this shape is ignored and replaced, never 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -77,11 +78,17 @@ def _encode(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {
             "type": type(value).__name__,
-            **{f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)},
+            **{name: _encode(getattr(value, name)) for name in _field_names(type(value))},
         }
     if isinstance(value, (list, tuple)):
         return [_encode(item) for item in value]
     return value
+
+
+@functools.lru_cache(maxsize=None)
+def _field_names(kind: type) -> tuple[str, ...]:
+    """``dataclasses.fields`` rebuilds its answer on every call: a big file's findings are many."""
+    return tuple(f.name for f in dataclasses.fields(kind))
 
 
 def _decode_value(value: Any) -> Any:
@@ -245,7 +252,9 @@ def _write_atomically(file: Path, data: Any) -> None:
     fd, temporary = tempfile.mkstemp(dir=file.parent, prefix=f".{file.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, separators=(",", ":"))
+            # ``json.dump`` encodes in pure Python, ``json.dumps`` with the C encoder: several
+            # times faster on the shard of a big file with many findings; same text.
+            handle.write(json.dumps(data, separators=(",", ":")))
         os.replace(temporary, file)
     except BaseException:
         if os.path.exists(temporary):
