@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator, Optional, Union
 
-from memsafe_fix.analysis.module import returns_its_argument, yields
+from memsafe_fix.analysis.module import returns_its_argument, statements_outside_functions, yields
 
 # Methods whose bodies the rules read in imported base classes (MSF002, MSF006).
 KEPT_BODIES = frozenset({"teardown_method", "tearDown"})
@@ -86,7 +86,7 @@ def _self_assignments(function: FunctionNode) -> list[ast.stmt]:
     they are in it: MSF004 reads what an instance's attributes are (``self.client = Client()``
     in ``__init__``). Assignments are statements, so only statements are walked."""
     found: list[ast.stmt] = []
-    for node in _own_statements(function.body):
+    for node in statements_outside_functions(function.body):
         if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             if any(isinstance(t, ast.Attribute) and _is_self(t.value) for t in targets):
@@ -96,17 +96,6 @@ def _self_assignments(function: FunctionNode) -> list[ast.stmt]:
             if isinstance(call.func, ast.Name) and call.func.id == "setattr" and call.args and _is_self(call.args[0]):
                 found.append(node)
     return sorted(found, key=lambda stmt: (stmt.lineno, stmt.col_offset))
-
-
-def _own_statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
-    """Every statement of a function body at any depth (``if``/``try``/``with``/loops,
-    ``except`` handlers, ``match`` cases), the definitions nested in it but not their bodies."""
-    for stmt in body:
-        yield stmt
-        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            continue
-        for block in _blocks(stmt):
-            yield from _own_statements(block)
 
 
 def _blocks(stmt: ast.stmt) -> Iterator[list[ast.stmt]]:
@@ -130,17 +119,6 @@ def _statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
 
 def _is_self(node: ast.AST) -> bool:
     return isinstance(node, ast.Name) and node.id == "self"
-
-
-def _may_return_its_argument(function: FunctionNode) -> bool:
-    """A cheap necessary condition for ``returns_its_argument``: a plain ``def`` with a
-    parameter, whose ``return`` statements (statements, so found without walking expressions)
-    all name its first parameter. Only then is the whole body walked."""
-    params = [*function.args.posonlyargs, *function.args.args]
-    if not isinstance(function, ast.FunctionDef) or not params:
-        return False
-    returns = [stmt for stmt in _own_statements(function.body) if isinstance(stmt, ast.Return)]
-    return bool(returns) and all(isinstance(r.value, ast.Name) and r.value.id == params[0].arg for r in returns)
 
 
 class _Trimmer:
@@ -169,7 +147,7 @@ class _Trimmer:
         if (
             node.name in KEPT_BODIES
             or any(isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef)) for s in _statements(node.body))
-            or (_may_return_its_argument(node) and returns_its_argument(node))
+            or returns_its_argument(node)
         ):
             self._body(node.body)
             return

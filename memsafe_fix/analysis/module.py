@@ -366,7 +366,7 @@ def returns_its_argument(function: Union[ast.FunctionDef, ast.AsyncFunctionDef])
     name = params[0].arg
     # ``return`` is a statement: the statements alone settle most functions (a test, a
     # fixture) before the walk of every expression for ``yield`` and rebindings.
-    returns = [node for node in _statements_outside_functions(function.body) if isinstance(node, ast.Return)]
+    returns = [node for node in statements_outside_functions(function.body) if isinstance(node, ast.Return)]
     if not returns or not all(isinstance(r.value, ast.Name) and r.value.id == name for r in returns):
         return False
     if yields(function):
@@ -381,7 +381,7 @@ def returns_its_argument(function: Union[ast.FunctionDef, ast.AsyncFunctionDef])
     return True
 
 
-def _statements_outside_functions(body: list[ast.stmt]) -> Iterator[ast.AST]:
+def statements_outside_functions(body: list[ast.stmt]) -> Iterator[ast.AST]:
     """The statements (``except`` handlers, ``match`` cases) in ``body``, nested ones included,
     but not those of the functions and classes defined there."""
     stack: list[ast.AST] = list(body)
