@@ -98,16 +98,6 @@ def _self_assignments(function: FunctionNode) -> list[ast.stmt]:
     return sorted(found, key=lambda stmt: (stmt.lineno, stmt.col_offset))
 
 
-def _blocks(stmt: ast.stmt) -> Iterator[list[ast.stmt]]:
-    """The statement lists directly inside a compound statement."""
-    for name in ("body", "orelse", "finalbody"):
-        block = getattr(stmt, name, None)
-        if block:
-            yield block
-    for holder in (*getattr(stmt, "handlers", ()), *getattr(stmt, "cases", ())):
-        yield holder.body
-
-
 def _statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
     """The statements of a body and of the blocks in it (``if``/``try``/``with``...)."""
     for stmt in body:
@@ -134,14 +124,11 @@ class _Trimmer:
         return tree
 
     def _body(self, body: list[ast.stmt]) -> None:
-        for stmt in body:
+        for stmt in statements_outside_functions(body):
             if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 self._function(stmt)
             elif isinstance(stmt, ast.ClassDef):
                 self._body(stmt.body)
-            else:
-                for block in _blocks(stmt):
-                    self._body(block)
 
     def _function(self, node: FunctionNode) -> None:
         if (
