@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import sys
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import memsafe_fix.cache as cache
 from memsafe_fix.config import Settings
 from memsafe_fix.engine import check_source, read_source
 from memsafe_fix.edits import Finding, Fix
+from memsafe_fix.rules.xdist_group import class_group
 
 ROOT = Path(__file__).parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -59,3 +61,21 @@ def test_cache_encodes_findings_as_the_generic_encoder_does(source: str, path: P
     encoded = cache._encode_findings(findings)
     assert encoded == [cache._encode(finding) for finding in findings]
     assert json.dumps(encoded) == json.dumps([cache._encode(finding) for finding in findings])
+
+
+def _class_group_by_module_functions(name: str) -> str:
+    """``class_group`` before its compiled patterns and cache."""
+    stripped = re.sub(r"^(Test_?|test_)|_?Tests?$", "", name)
+    name = stripped or name
+    name = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", name)
+    name = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name)
+    return re.sub(r"_+", "_", name).strip("_").lower()
+
+
+def test_class_group_names_as_before() -> None:
+    names = {match for _, source, _ in ALL_SOURCES for match in re.findall(r"class\s+(\w+)", source)}
+    names |= {"APIKeySecurity", "Test_", "test_", "Tests", "TestHTTPClientTests", "_Test_A__B_", "T", "ÄbcTest"}
+    assert len(names) > 150
+    for name in sorted(names):
+        assert class_group(name) == _class_group_by_module_functions(name), name
+        assert class_group(name) == _class_group_by_module_functions(name), name  # from the cache

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
 
@@ -60,15 +61,24 @@ from memsafe_fix.edits import Finding, Fix, InsertDecorator
 from memsafe_fix.rules.base import Context, Rule
 
 
+_ACRONYM_END = re.compile(r"([A-Z]+)([A-Z][a-z])")
+_WORD_END = re.compile(r"([a-z0-9])([A-Z])")
+_UNDERSCORES = re.compile(r"_+")
+_TEST_AFFIX = re.compile(r"^(Test_?|test_)|_?Tests?$")
+
+
 def snake_case(name: str) -> str:
     """``APIKeySecurity`` -> ``api_key_security``: acronyms stay together."""
-    name = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", name)
-    name = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name)
-    return re.sub(r"_+", "_", name).strip("_").lower()
+    name = _ACRONYM_END.sub(r"\1_\2", name)
+    name = _WORD_END.sub(r"\1_\2", name)
+    return _UNDERSCORES.sub("_", name).strip("_").lower()
 
 
+@lru_cache(maxsize=None)
 def class_group(name: str) -> str:
-    stripped = re.sub(r"^(Test_?|test_)|_?Tests?$", "", name)
+    """A class's group name, asked for once per class by the rule and twice by
+    ``shared_group_names``: a 10 MB file has 30,000 classes, four ``re.sub`` each."""
+    stripped = _TEST_AFFIX.sub("", name)
     return snake_case(stripped or name)
 
 
