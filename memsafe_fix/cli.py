@@ -422,8 +422,9 @@ def _print_findings(reported: list[Located], problems: list[Problem], options: "
         lines += [github_problem(problem) for problem in problems]
     else:
         lines = [format_finding(path, finding) for path, finding in reported]
-    for line in lines:
-        typer.echo(line, err=to_stderr)
+    if lines:
+        # One write (and flush) for all: a 10 MB file has 100,000 findings.
+        typer.echo("\n".join(lines), err=to_stderr)
     if options.statistics or options.format is OutputFormat.TEXT:
         for problem in problems:
             typer.echo(str(problem), err=True)
