@@ -4,6 +4,7 @@ mock-using modules and the benchmark's own big-file classes."""
 
 from __future__ import annotations
 
+import ast
 import json
 import random
 import re
@@ -16,9 +17,13 @@ from test_golden import case_settings
 from test_prefilter import SOURCES
 
 import memsafe_fix.cache as cache
+from memsafe_fix.analysis.collection import resolve_bases
+from memsafe_fix.analysis.module import Def, ModuleAnalysis
 from memsafe_fix.config import Settings
-from memsafe_fix.engine import check_source, read_source
 from memsafe_fix.edits import Finding, Fix
+from memsafe_fix.engine import ALL_RULES, check_source, read_source
+from memsafe_fix.rules.base import Context
+from memsafe_fix.rules.release_state import TEARDOWN, needs_release, releases_state, state_attributes
 from memsafe_fix.rules.xdist_group import class_group
 
 ROOT = Path(__file__).parent.parent
@@ -79,3 +84,36 @@ def test_class_group_names_as_before() -> None:
     for name in sorted(names):
         assert class_group(name) == _class_group_by_module_functions(name), name
         assert class_group(name) == _class_group_by_module_functions(name), name  # from the cache
+
+
+def _needs_release_evaluated_whole(cls: Def, context: Context) -> bool:
+    """``needs_release`` before MSF002 and MSF006 shared what it reads from the code."""
+    if context.is_unittest(cls) or any(
+        isinstance(s, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__slots__" for t in s.targets)
+        for s in cls.node.body
+    ):
+        return False
+    attributes = state_attributes(cls, context)
+    if not attributes:
+        return False
+    bases = resolve_bases(cls, context.module).known
+    if any(b.index in context.releasing for b in bases if b.module is context.module):
+        return False
+    teardowns = [c.methods()[TEARDOWN] for c in [cls, *bases] if TEARDOWN in c.methods()]
+    return not any(releases_state(t, attributes) for t in teardowns)
+
+
+@pytest.mark.parametrize(("source", "path"), [s[1:] for s in ALL_SOURCES], ids=[s[0] for s in ALL_SOURCES])
+def test_needs_release_as_evaluated_whole(source: str, path: Path) -> None:
+    module = ModuleAnalysis(source, _settings(path), _module_name(path), path)
+    context = Context(module)
+    # Before any teardown is planned to release, after MSF002 and MSF006 planned theirs, and
+    # with every class planned (which settles every subclass of a same-file base).
+    for releasing in (None, "rules", "all"):
+        if releasing == "rules":
+            for rule in ALL_RULES:
+                list(rule.check(context))
+        elif releasing == "all":
+            context.releasing |= {d.index for d in module.defs}
+        for cls in context.test_classes:
+            assert needs_release(cls, context) == _needs_release_evaluated_whole(cls, context), cls.name

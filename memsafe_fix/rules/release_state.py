@@ -194,19 +194,40 @@ def module_uses_instance_in_teardown(module: ModuleAnalysis) -> bool:
 def needs_release(cls: Def, context: Context) -> bool:
     """Whether a pytest-style test class stores state on ``self`` that its teardown (own or
     inherited) does not release."""
-    if context.is_unittest(cls) or any(
-        isinstance(s, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__slots__" for t in s.targets)
-        for s in cls.node.body
-    ):
-        return False
-    attributes = state_attributes(cls, context)
-    if not attributes:
+    keeps_state, released = _state_facts(cls, context)
+    if not keeps_state:
         return False
     bases = resolve_bases(cls, context.module).known
     if any(b.index in context.releasing for b in bases if b.module is context.module):
         return False  # a base's teardown is being made to release (all of) it
+    return not released
+
+
+def _state_facts(cls: Def, context: Context) -> tuple[bool, bool]:
+    """What ``needs_release`` reads from the code alone, worked out once per class: MSF002
+    and MSF006 both ask, and only which teardowns are planned to release changes between."""
+    facts = _STATE_FACTS.setdefault(context.module, {})
+    if cls.index not in facts:
+        facts[cls.index] = _read_state_facts(cls, context)
+    return facts[cls.index]
+
+
+def _read_state_facts(cls: Def, context: Context) -> tuple[bool, bool]:
+    """(the class keeps state on ``self``, its own or inherited teardown releases it all)."""
+    if context.is_unittest(cls) or any(
+        isinstance(s, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__slots__" for t in s.targets)
+        for s in cls.node.body
+    ):
+        return False, False
+    attributes = state_attributes(cls, context)
+    if not attributes:
+        return False, False
+    bases = resolve_bases(cls, context.module).known
     teardowns = [c.methods()[TEARDOWN] for c in [cls, *bases] if TEARDOWN in c.methods()]
-    return not any(releases_state(t, attributes) for t in teardowns)
+    return True, any(releases_state(t, attributes) for t in teardowns)
+
+
+_STATE_FACTS: "WeakKeyDictionary[ModuleAnalysis, dict[int, tuple[bool, bool]]]" = WeakKeyDictionary()
 
 
 def _reads_self(teardown: Def) -> bool:
