@@ -101,6 +101,8 @@ class GcTeardown(Rule):
         # Classes whose instances will have a teardown that calls gc.collect() / any teardown.
         collecting: set[int] = set()
         with_teardown: set[int] = set()
+        # Spelled once for the file, not once a class (a 10 MB file has 30,000).
+        collect_call = context.collect_call()
         for cls in context.test_classes:
             unittest = context.is_unittest(cls)
             name = "tearDown" if unittest else "teardown_method"
@@ -139,7 +141,7 @@ class GcTeardown(Rule):
                 message = f"`{name}` of `{cls.name}` is assigned, not defined; make it call `gc.collect()` by hand"
                 yield context.finding(self.code, cls.node, message)
                 continue
-            finding = self._fix(context, cls, name, own, inherited, bases.unknown, unittest, orphaned)
+            finding = self._fix(context, cls, name, own, inherited, bases.unknown, unittest, orphaned, collect_call)
             if finding.fixable:
                 collecting.add(cls.index)
                 with_teardown.add(cls.index)
@@ -176,8 +178,9 @@ class GcTeardown(Rule):
         unknown_bases: list[str],
         unittest: bool,
         orphaned: bool,
+        collect_call: tuple[str, tuple[str, ...]],
     ) -> Finding:
-        collect, imports = context.collect_call()
+        collect, imports = collect_call
         # MSF006: the teardown written here also releases what the tests keep on ``self``.
         release = f"{RELEASE}\n" if self._releases(context, cls, unittest) else ""
         if own is not None:

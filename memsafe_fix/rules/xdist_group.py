@@ -60,7 +60,6 @@ from memsafe_fix.config import Settings
 from memsafe_fix.edits import Finding, Fix, InsertDecorator
 from memsafe_fix.rules.base import Context, Rule
 
-
 _ACRONYM_END = re.compile(r"([A-Z]+)([A-Z][a-z])")
 _WORD_END = re.compile(r"([a-z0-9])([A-Z])")
 _UNDERSCORES = re.compile(r"_+")
@@ -184,6 +183,8 @@ class XdistGroup(Rule):
         module = context.module
         in_module_group = any(marker_name(m, module) == "xdist_group" for m in marks_of(None, module))
         grouped: set[int] = set()
+        # Spelled once for the file, not once a class (a 10 MB file has 30,000).
+        mark, imports = context.spell("pytest.mark.xdist_group")
         for cls in context.test_classes:
             if (
                 in_module_group
@@ -195,7 +196,6 @@ class XdistGroup(Rule):
             if not context.needs_pattern(cls) or context.suppressed(self.code, cls):
                 continue
             grouped.add(cls.index)
-            mark, imports = context.spell("pytest.mark.xdist_group")
             decorator = context.call_code(cls, mark, [f"name={context.string(group_name(cls, context))}"])
             fix = Fix((InsertDecorator(cls.index, len(cls.node.decorator_list), decorator),), imports)
             yield context.finding(self.code, cls.node, f"test class `{cls.name}` has no `xdist_group` marker", fix)
