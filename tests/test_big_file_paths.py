@@ -5,11 +5,13 @@ mock-using modules and the benchmark's own big-file classes."""
 from __future__ import annotations
 
 import ast
+import bisect
 import json
 import random
 import re
 import sys
 from pathlib import Path
+from typing import Iterator, Optional
 
 import pytest
 from mock_modules import mock_module
@@ -18,10 +20,11 @@ from test_prefilter import SOURCES
 
 import memsafe_fix.cache as cache
 from memsafe_fix.analysis.collection import resolve_bases
-from memsafe_fix.analysis.module import Def, ModuleAnalysis
+from memsafe_fix.analysis.module import Def, ModuleAnalysis, child_nodes
 from memsafe_fix.config import Settings
 from memsafe_fix.edits import Finding, Fix
 from memsafe_fix.engine import ALL_RULES, check_source, read_source
+from memsafe_fix.rules.async_patch import _calls_on_patch_lines
 from memsafe_fix.rules.base import Context
 from memsafe_fix.rules.release_state import TEARDOWN, needs_release, releases_state, state_attributes
 from memsafe_fix.rules.xdist_group import class_group
@@ -117,3 +120,40 @@ def test_needs_release_as_evaluated_whole(source: str, path: Path) -> None:
             context.releasing |= {d.index for d in module.defs}
         for cls in context.test_classes:
             assert needs_release(cls, context) == _needs_release_evaluated_whole(cls, context), cls.name
+
+
+def _calls_on_patch_lines_by_child_nodes(module: ModuleAnalysis) -> Iterator[tuple[ast.Call, Optional[Def]]]:
+    """MSF004's walk before it read the node fields itself."""
+    lines = [number for number, text in enumerate(module.lines, 1) if "patch" in text]
+    stack: list[tuple[ast.AST, Optional[Def]]] = [(module.tree, None)]
+    while stack and lines:
+        node, scope = stack.pop()
+        is_def = isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        body = {id(stmt) for stmt in node.body} if is_def else set()  # type: ignore[attr-defined]
+        inner = module.def_of(node) if is_def else None
+        for child in child_nodes(node):
+            if isinstance(child, (ast.expr_context, ast.Name, ast.Constant)):
+                continue
+            start = getattr(child, "lineno", None)
+            if start is not None:
+                decorators = getattr(child, "decorator_list", None)
+                if decorators:
+                    start = min(start, *(d.lineno for d in decorators))
+                first = bisect.bisect_left(lines, start)
+                if first == len(lines) or lines[first] > (child.end_lineno or start):
+                    continue
+            child_scope = inner if id(child) in body else scope
+            if isinstance(child, ast.Call):
+                yield child, child_scope
+            stack.append((child, child_scope))
+
+
+@pytest.mark.parametrize(("source", "path"), [s[1:] for s in ALL_SOURCES], ids=[s[0] for s in ALL_SOURCES])
+def test_patch_calls_and_scopes_as_found_by_child_nodes(source: str, path: Path) -> None:
+    module = ModuleAnalysis(source, _settings(path), _module_name(path), path)
+    found = list(_calls_on_patch_lines(module))
+    assert [(id(call), scope) for call, scope in found] == [
+        (id(call), scope) for call, scope in _calls_on_patch_lines_by_child_nodes(module)
+    ]
+    if "patch(" in source:
+        assert found

@@ -63,12 +63,13 @@ from __future__ import annotations
 
 import ast
 import bisect
+import functools
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
 from memsafe_fix.analysis.imports import MOCK_MODULES
 from memsafe_fix.analysis.mocks import MOCKER_FIXTURES
-from memsafe_fix.analysis.module import Def, ModuleAnalysis, child_nodes
+from memsafe_fix.analysis.module import Def, ModuleAnalysis
 from memsafe_fix.analysis.targets import Resolution, TargetResolver, Verdict
 from memsafe_fix.edits import AddArgument, Edit, Finding, Fix, ImportName, ReplaceCallee
 from memsafe_fix.rules.base import Context, Rule
@@ -130,28 +131,44 @@ def _calls_on_patch_lines(module: ModuleAnalysis) -> Iterator[tuple[ast.Call, Op
     them in the enclosing scope). Subtrees that span none of those lines are skipped, which
     spares walking most of a large test file."""
     lines = [number for number, text in enumerate(module.lines, 1) if "patch" in text]
+    if not lines:
+        return
     stack: list[tuple[ast.AST, Optional[Def]]] = [(module.tree, None)]
-    while stack and lines:
+    # A big test file spans a ``patch`` line in every class: this loop runs for every node of
+    # those classes' patched methods, so it reads each node's fields itself (``child_nodes``
+    # builds a list and a generator per node) and skips ``ctx`` fields.
+    while stack:
         node, scope = stack.pop()
-        is_def = isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
-        body = {id(stmt) for stmt in node.body} if is_def else set()  # type: ignore[attr-defined]
-        inner = module.def_of(node) if is_def else None
-        for child in child_nodes(node):
-            if isinstance(child, (ast.expr_context, ast.Name, ast.Constant)):
-                continue  # no call in or below them
-            start = getattr(child, "lineno", None)
-            if start is not None:
-                # A decorated definition starts at its first decorator, above its ``lineno``.
-                decorators = getattr(child, "decorator_list", None)
-                if decorators:
-                    start = min(start, *(d.lineno for d in decorators))
-                first = bisect.bisect_left(lines, start)
-                if first == len(lines) or lines[first] > (child.end_lineno or start):
+        inner = module.def_of(node) if isinstance(node, _DEFS) else None
+        for name in _child_fields(type(node)):
+            value = getattr(node, name, None)
+            child_scope = inner if inner is not None and name == "body" else scope
+            for child in value if isinstance(value, list) else (value,):
+                if not isinstance(child, ast.AST) or isinstance(child, _NO_CALLS):
                     continue
-            child_scope = inner if id(child) in body else scope
-            if isinstance(child, ast.Call):
-                yield child, child_scope
-            stack.append((child, child_scope))
+                start = getattr(child, "lineno", None)
+                if start is not None:
+                    # A decorated definition starts at its first decorator, above its ``lineno``.
+                    decorators = getattr(child, "decorator_list", None)
+                    if decorators:
+                        start = min(start, *(d.lineno for d in decorators))
+                    first = bisect.bisect_left(lines, start)
+                    if first == len(lines) or lines[first] > (child.end_lineno or start):
+                        continue
+                if isinstance(child, ast.Call):
+                    yield child, child_scope
+                stack.append((child, child_scope))
+
+
+_DEFS = (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+# Nodes with no call in or below them.
+_NO_CALLS = (ast.expr_context, ast.Name, ast.Constant)
+
+
+@functools.lru_cache(maxsize=None)
+def _child_fields(kind: type) -> tuple[str, ...]:
+    """The fields of a node type that may hold nodes with calls (all but ``ctx``), in order."""
+    return tuple(name for name in kind._fields if name != "ctx")
 
 
 def _test_awaits(patch: PatchCall, module: ModuleAnalysis, scope: Optional[Def]) -> bool:
