@@ -10,6 +10,7 @@ import json
 import random
 import re
 import sys
+import unicodedata
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -18,6 +19,7 @@ from mock_modules import mock_module
 from test_golden import case_settings
 from test_prefilter import SOURCES
 
+import memsafe_fix.analysis.chunks as chunks
 import memsafe_fix.cache as cache
 from memsafe_fix.analysis.collection import resolve_bases
 from memsafe_fix.analysis.module import Def, ModuleAnalysis, child_nodes
@@ -157,3 +159,12 @@ def test_patch_calls_and_scopes_as_found_by_child_nodes(source: str, path: Path)
     ]
     if "patch(" in source:
         assert found
+
+
+@pytest.mark.parametrize(("source", "path"), [s[1:] for s in ALL_SOURCES], ids=[s[0] for s in ALL_SOURCES])
+def test_chunk_words_as_the_unicode_pattern_finds_them(source: str, path: Path) -> None:
+    for text in (source, source + "\nx_1 = _y2 + Z9z(__a__, 1e3, 0x1F, é)\n"):
+        words = set(re.findall(r"[^\W\d]\w*", text))
+        if not text.isascii():
+            words |= {unicodedata.normalize("NFKC", w) for w in words if not w.isascii()}
+        assert chunks._words(text) == words
