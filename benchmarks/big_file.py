@@ -2,6 +2,7 @@
 analysis must stay linear in the file's size.
 
     .venv/bin/python benchmarks/big_file.py [--megabytes 1 2.5 5 10] [--mode check diff write] [--parse]
+        [--against TREE]
 
 Each file is mock-using test classes (``setup_method`` state, a ``patch`` decorator: the
 ``CLASS`` template, which ``speed.py`` uses too) repeated to the size asked for; 10 MB is about
@@ -9,21 +10,27 @@ Each file is mock-using test classes (``setup_method`` state, a ``patch`` decora
 files of 512 KB or more a chunk of top-level statements at a time, see
 ``memsafe_fix/analysis/chunks.py``). ``--diff`` and ``--write`` parse the whole file with LibCST:
 give them smaller sizes. ``--parse`` also times a bare ``ast.parse`` of each file (in a process of
-its own, with the cyclic collector off as the engine runs), for comparison.
+its own, with the cyclic collector off as the engine runs), for comparison. ``--against TREE``
+also runs the memsafe-fix of another source tree (``git worktree add /tmp/main main``), each
+of its runs right before the same run of this one: on a shared machine only times taken
+together compare.
 
-Prints, per size and mode: classes, CPU seconds (user + sys of the process, the measure to
-compare on a shared machine), wall seconds, peak RSS, and CPU seconds per MB.
+Each run starts without a result cache (it writes one, as a first run does). Prints, per size
+and mode: classes, CPU seconds (user + sys of the process, the measure to compare on a shared
+machine), wall seconds, peak RSS, and CPU seconds per MB.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 HEADER = "import gc\nfrom unittest.mock import MagicMock, patch\n\nimport pytest\n\n"
 CLASS = """
@@ -54,10 +61,10 @@ def generate(size: int) -> tuple[str, int]:
     return "".join(parts), count
 
 
-def measure(command: list[str], cwd: Path) -> tuple[float, float, float]:
+def measure(command: list[str], cwd: Path, env: Optional[dict[str, str]] = None) -> tuple[float, float, float]:
     """(CPU seconds, wall seconds, peak MiB) of one command in a process of its own."""
     start = time.perf_counter()
-    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _, _, usage = os.wait4(process.pid, 0)
     except BaseException:
@@ -73,21 +80,27 @@ def main() -> None:
     parser.add_argument("--megabytes", type=float, nargs="+", default=[1, 2.5, 5, 10])
     parser.add_argument("--mode", choices=["check", "diff", "write"], nargs="+", default=["check"])
     parser.add_argument("--parse", action="store_true", help="also time a bare ast.parse of each file")
+    parser.add_argument("--against", type=Path, metavar="TREE", help="also time the memsafe-fix of this source tree")
     options = parser.parse_args()
+    # The other tree's package comes first on the path (``-m memsafe_fix`` runs from the file's folder).
+    against = {**os.environ, "PYTHONPATH": str(options.against.resolve())} if options.against else None
     print("size, classes, what: CPU s (user+sys), wall s, peak RSS MiB, CPU s/MB")
     with tempfile.TemporaryDirectory() as folder:
         for megabytes in options.megabytes:
             source, classes = generate(int(megabytes * 1_000_000))
             path = Path(folder) / f"test_big_{megabytes:g}mb.py"
-            runs = [
-                (f"--{mode}", [sys.executable, "-m", "memsafe_fix", f"--{mode}", "-q", path.name])
-                for mode in options.mode
-            ]
+            runs: list[tuple[str, list[str], Optional[dict[str, str]]]] = []
+            for mode in options.mode:
+                command = [sys.executable, "-m", "memsafe_fix", f"--{mode}", "-q", path.name]
+                if against is not None:
+                    runs.append((f"--{mode} ({options.against})", command, against))
+                runs.append((f"--{mode}", command, None))
             if options.parse:
-                runs.append(("ast.parse", [sys.executable, "-c", PARSE, path.name]))
-            for label, command in runs:
+                runs.append(("ast.parse", [sys.executable, "-c", PARSE, path.name], None))
+            for label, command, env in runs:
                 path.write_text(source)  # ``--write`` changed it
-                cpu, wall, peak = measure(command, path.parent)
+                shutil.rmtree(path.parent / ".memsafe_fix_cache", ignore_errors=True)  # each run is a cold one
+                cpu, wall, peak = measure(command, path.parent, env)
                 print(
                     f"{megabytes:g} MB, {classes} classes, {label}: {cpu:.1f} CPU s, {wall:.1f} s, "
                     f"{peak:.0f} MiB, {cpu / megabytes:.2f} CPU s/MB",

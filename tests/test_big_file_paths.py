@@ -9,6 +9,7 @@ import bisect
 import json
 import random
 import re
+import subprocess
 import sys
 import unicodedata
 from pathlib import Path
@@ -168,3 +169,13 @@ def test_chunk_words_as_the_unicode_pattern_finds_them(source: str, path: Path) 
         if not text.isascii():
             words |= {unicodedata.normalize("NFKC", w) for w in words if not w.isascii()}
         assert chunks._words(text) == words
+
+
+def test_big_file_benchmark_times_another_tree_interleaved() -> None:
+    command = [sys.executable, str(ROOT / "benchmarks" / "big_file.py"), "--megabytes", "0.02", "--against", str(ROOT)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
+    lines = result.stdout.splitlines()[1:]
+    assert [line.split(": ")[0] for line in lines] == [
+        f"0.02 MB, 66 classes, --check ({ROOT})",
+        "0.02 MB, 66 classes, --check",
+    ]
