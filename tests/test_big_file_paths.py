@@ -27,6 +27,7 @@ from memsafe_fix.analysis.module import Def, ModuleAnalysis, child_nodes
 from memsafe_fix.config import Settings
 from memsafe_fix.edits import Finding, Fix
 from memsafe_fix.engine import ALL_RULES, check_source, read_source
+from memsafe_fix.report import Located, Problem, json_report
 from memsafe_fix.rules.async_patch import _calls_on_patch_lines
 from memsafe_fix.rules.base import Context
 from memsafe_fix.rules.release_state import TEARDOWN, needs_release, releases_state, state_attributes
@@ -179,3 +180,46 @@ def test_big_file_benchmark_times_another_tree_interleaved() -> None:
         f"0.02 MB, 66 classes, --check ({ROOT})",
         "0.02 MB, 66 classes, --check",
     ]
+
+
+def _json_report_by_json_dumps(findings: list[Located], problems: list[Problem]) -> str:
+    """``json_report`` before it wrote the records itself."""
+    records = [
+        {
+            "kind": "finding",
+            "path": path,
+            "line": f.line,
+            "column": f.col,
+            "code": f.code,
+            "message": f.message,
+            "fixable": f.fixable,
+        }
+        for path, f in findings
+    ]
+    records += [
+        {
+            "kind": p.kind,
+            "path": p.path,
+            "line": p.line,
+            "column": p.col,
+            "code": None,
+            "message": p.message,
+            "fixable": False,
+        }
+        for p in problems
+    ]
+    return json.dumps(records, indent=2)
+
+
+def test_json_report_is_what_json_dumps_writes() -> None:
+    located = [(s[0], f) for s in ALL_SOURCES for f in _findings(s[1], s[2])]
+    assert len(located) > 500 and any(f.fixable for _, f in located) and not all(f.fixable for _, f in located)
+    odd = 'a "quoted" \\ back\\slash, tab\t, newline\n, NUL \x00, é, 😀, \u2028'
+    located += [(odd, Finding("MSF001", 1, 2, odd, None)), ("p.py", Finding(odd, 10**20, 0, "", Fix(())))]
+    problems = [
+        Problem(None, 1, 1, "error", "bad configuration"),
+        Problem(odd, 3, 4, "syntax-error", odd),
+        Problem("x.py", 1, 1, "internal-error", ""),
+    ]
+    for findings, some_problems in ((located, problems), (located, []), ([], problems), ([], [])):
+        assert json_report(findings, some_problems) == _json_report_by_json_dumps(findings, some_problems)
