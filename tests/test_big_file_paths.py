@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import bisect
+import importlib.util
 import json
 import random
 import re
@@ -34,11 +35,20 @@ from memsafe_fix.rules.release_state import TEARDOWN, needs_release, releases_st
 from memsafe_fix.rules.xdist_group import class_group
 
 ROOT = Path(__file__).parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import big_file  # noqa: E402  (the benchmark's generator, not a package)
+BIG_FILE = ROOT / "benchmarks" / "big_file.py"
+
+
+def _big_file_source(size: int) -> str:
+    """The benchmark's generated file (``benchmarks`` is no package)."""
+    spec = importlib.util.spec_from_file_location("big_file", BIG_FILE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.generate(size)[0]
+
 
 GENERATED = [mock_module(random.Random(seed)) for seed in range(40)]
-BIG_FILE_CLASSES = big_file.generate(20_000)[0]
+BIG_FILE_CLASSES = _big_file_source(20_000)
 
 
 def _settings(path: Path) -> Settings:
@@ -173,7 +183,7 @@ def test_chunk_words_as_the_unicode_pattern_finds_them(source: str, path: Path) 
 
 
 def test_big_file_benchmark_times_another_tree_interleaved() -> None:
-    command = [sys.executable, str(ROOT / "benchmarks" / "big_file.py"), "--megabytes", "0.02", "--against", str(ROOT)]
+    command = [sys.executable, str(BIG_FILE), "--megabytes", "0.02", "--against", str(ROOT)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
     lines = result.stdout.splitlines()[1:]
     assert [line.split(": ")[0] for line in lines] == [
