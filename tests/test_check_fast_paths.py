@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import gc
 import textwrap
 from pathlib import Path
 from typing import Union
@@ -11,6 +12,7 @@ import pytest
 from test_golden import CASES, case_settings, module_name
 from test_prefilter import SOURCES
 
+from memsafe_fix.analysis import chunks
 from memsafe_fix.analysis.markers import used_markers
 from memsafe_fix.analysis.module import ModuleAnalysis, returns_its_argument, yields
 from memsafe_fix.config import Settings
@@ -140,6 +142,112 @@ def test_returns_its_argument_and_markers_as_the_full_walks_find_them(path: Path
             if name and name.startswith("pytest.mark.") and name.count(".") == 2:
                 by_ast_walk.add(node.attr)
     assert used_markers(module) == by_ast_walk
+
+
+MARKERS = textwrap.dedent(
+    """\
+    import pytest
+    import pytest as pt
+    from pytest import mark
+    from pytest import mark as m
+
+    slow = pytest.mark.slow
+
+
+    @pt.mark.aliased_module
+    @m.aliased_mark(
+        reason="the name a chain starts from is on a decorator line, above the def's own line",
+    )
+    @mark.from_import
+    def test_a():
+        pass
+
+
+    @(
+        pytest
+        .mark
+        .split_over_lines
+    )
+    class TestB:
+        pytestmark = [pytest.mark.in_class_body]
+
+        def test_b(self, request):
+            if request:
+                request.applymarker(pytest.mark.in_body)
+            x = [pytest.param(1, marks=pytest.mark.in_param) for _ in ()]
+            y = lambda: m.in_lambda
+            z = f"{pytest.mark.in_fstring}" f'''{
+                pt.mark.in_multiline_fstring
+            }'''
+            w = pytest.mark.continued \\
+                .no_marker_three_deep
+            match x:
+                case [1]:
+                    mark.in_match_case
+            return x, y, z, w
+
+
+    def test_c():  # pytest.mark.only_in_a_comment
+        "pytest.mark.only_in_a_string"
+    """
+)
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"], ids=["lf", "crlf", "cr"])
+@pytest.mark.parametrize("form_feed", ["", "\f"], ids=["plain", "form-feed"])
+def test_used_markers_skips_only_nodes_without_a_marker(newline: str, form_feed: str) -> None:
+    """The walk skips nodes whose lines name no ``pytest``/``mark`` alias: markers on
+    decorator lines above a ``def``, split over lines, in f-strings, bodies, lambdas and
+    ``match`` cases are all found (and ``str.splitlines``'s extra line breaks do not shift
+    the lines counted)."""
+    source = MARKERS.replace("\n\n\n", f"\n{form_feed}\n\n").replace("\n", newline)
+    module = ModuleAnalysis(source, Settings(), "test_markers")
+    by_ast_walk = set()
+    for node in ast.walk(module.tree):
+        name = module.imports.qualify(node) if isinstance(node, ast.Attribute) else None
+        if name and name.startswith("pytest.mark.") and name.count(".") == 2:
+            by_ast_walk.add(node.attr)  # type: ignore[attr-defined]
+    assert used_markers(module) == by_ast_walk == {
+        "slow",
+        "aliased_module",
+        "aliased_mark",
+        "from_import",
+        "split_over_lines",
+        "in_class_body",
+        "in_body",
+        "in_param",
+        "in_lambda",
+        "in_fstring",
+        "in_multiline_fstring",
+        "continued",
+        "in_match_case",
+    }
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["whole", "chunked"])
+@pytest.mark.parametrize("case", CASES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_check_frees_each_file_without_the_cyclic_collector(
+    case: Path, chunked: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checked file's analysis is released (``ModuleAnalysis.release``) and builds no
+    reference cycles, so its tree is freed when it is done: the engine keeps the cyclic
+    collector off while a file is analysed, and each collection after it would walk it all."""
+    if chunked:
+        monkeypatch.setattr(chunks, "CHUNKED_FROM", 0)
+        monkeypatch.setattr(chunks, "CHUNK_CHARS", 1)
+    path = tmp_path / f"{module_name(case)}.py"
+    path.write_bytes((case / "input.py").read_bytes())
+    job = Job(path, str(path), case_settings(case), Mode.CHECK)
+    process(job)  # imported modules are loaded once per run and kept: not this file's garbage
+    collecting = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        process(job)
+        assert gc.collect() == 0
+    finally:
+        if collecting:
+            gc.enable()
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda p: f"{p.parent.name}/{p.name}")

@@ -201,6 +201,15 @@ class ModuleAnalysis:
     def lines(self) -> list[str]:
         return self.source.splitlines()
 
+    def release(self) -> None:
+        """Drop everything this analysis holds, once the file is done: each definition knows
+        its module, parent and children, and the caches here hold definitions, so without
+        this the file's tree would be freed only by the cyclic collector (which the engine
+        keeps off while a file is analysed; each collection after one walks all of it)."""
+        for definition in self.defs:
+            definition.__dict__.clear()
+        self.__dict__.clear()
+
 
 def _suppressions(source: str) -> dict[int, Optional[frozenset[str]]]:
     """Lines carrying ``# memsafe: ignore`` or a bare ``# noqa`` (None: every rule), or
@@ -241,35 +250,36 @@ _BLOCK_FIELDS = ("body", "orelse", "finalbody", "handlers", "cases")
 
 def _bindings(body: list[ast.stmt]) -> dict[str, list[ast.stmt]]:
     found: dict[str, list[ast.stmt]] = {}
-
-    def visit(statements: list[ast.AST]) -> None:
-        for stmt in statements:
-            if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                if not any(_is_overload(d) for d in stmt.decorator_list):  # stubs for type checkers
-                    found.setdefault(stmt.name, []).append(stmt)
-            elif isinstance(stmt, (ast.Import, ast.ImportFrom)):
-                for alias in stmt.names:
-                    if alias.name != "*":
-                        local = alias.asname or (
-                            alias.name.split(".")[0] if isinstance(stmt, ast.Import) else alias.name
-                        )
-                        found.setdefault(local, []).append(stmt)
-            else:
-                # Names the statement binds itself: targets, loop variables, ``as`` names.
-                if isinstance(stmt, ast.excepthandler) and stmt.name:
-                    found.setdefault(stmt.name, []).append(stmt)  # type: ignore[arg-type]
-                for field_name, value in ast.iter_fields(stmt):
-                    if field_name in _BLOCK_FIELDS:
-                        continue
-                    for item in value if isinstance(value, list) else [value]:
-                        for node in ast.walk(item) if isinstance(item, ast.AST) else ():
-                            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
-                                found.setdefault(node.id, []).append(stmt)  # type: ignore[arg-type]
-                for block in _BLOCK_FIELDS:
-                    visit(getattr(stmt, block, None) or [])
-
-    visit(list(body))
+    _add_bindings(list(body), found)
     return found
+
+
+def _add_bindings(statements: list[ast.AST], found: dict[str, list[ast.stmt]]) -> None:
+    # A module-level function, not one nested in ``_bindings``: a nested function that calls
+    # itself is a reference cycle, which would keep ``found`` (and the statements in it, the
+    # whole tree) alive until the cyclic collector runs.
+    for stmt in statements:
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            if not any(_is_overload(d) for d in stmt.decorator_list):  # stubs for type checkers
+                found.setdefault(stmt.name, []).append(stmt)
+        elif isinstance(stmt, (ast.Import, ast.ImportFrom)):
+            for alias in stmt.names:
+                if alias.name != "*":
+                    local = alias.asname or (alias.name.split(".")[0] if isinstance(stmt, ast.Import) else alias.name)
+                    found.setdefault(local, []).append(stmt)
+        else:
+            # Names the statement binds itself: targets, loop variables, ``as`` names.
+            if isinstance(stmt, ast.excepthandler) and stmt.name:
+                found.setdefault(stmt.name, []).append(stmt)  # type: ignore[arg-type]
+            for field_name, value in ast.iter_fields(stmt):
+                if field_name in _BLOCK_FIELDS:
+                    continue
+                for item in value if isinstance(value, list) else [value]:
+                    for node in ast.walk(item) if isinstance(item, ast.AST) else ():
+                        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                            found.setdefault(node.id, []).append(stmt)  # type: ignore[arg-type]
+            for block in _BLOCK_FIELDS:
+                _add_bindings(getattr(stmt, block, None) or [], found)
 
 
 def _is_overload(decorator: ast.expr) -> bool:
