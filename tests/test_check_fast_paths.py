@@ -6,15 +6,15 @@ import ast
 import gc
 import textwrap
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import pytest
 from test_golden import CASES, case_settings, module_name
 from test_prefilter import SOURCES
 
-from memsafe_fix.analysis import chunks
+from memsafe_fix.analysis import chunks, targets
 from memsafe_fix.analysis.markers import used_markers
-from memsafe_fix.analysis.module import ModuleAnalysis, returns_its_argument, yields
+from memsafe_fix.analysis.module import Def, ModuleAnalysis, returns_its_argument, yields
 from memsafe_fix.config import Settings
 from memsafe_fix.engine import Job, Mode, check_source, process, read_source
 
@@ -264,3 +264,53 @@ def test_check_mode_reports_the_findings_check_source_does(case: Path, tmp_path:
     assert [(f.code, f.line, f.col, f.message, f.fixable) for f in checked.findings] == [
         (f.code, f.line, f.col, f.message, f.fixable) for f in expected
     ]
+
+
+def _local_values_by_one_walk_per_name(function: Def, name: str) -> list[ast.expr]:
+    """``targets._local_values`` before it worked out every name in one walk."""
+    nodes = targets._own_nodes(function)
+    values = [
+        node.value
+        for node in nodes
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets)
+    ]
+    stores = sum(isinstance(n, ast.Name) and n.id == name and isinstance(n.ctx, ast.Store) for n in nodes)
+    if stores > len(values):
+        values.append(ast.Constant(None))
+    return values
+
+
+LOCALS = textwrap.dedent(
+    """\
+    def test_a(request):
+        client = Client()
+        client = other = Client()
+        x = x = make()
+        for item in range(3):
+            pass
+        with open("f") as handle, ctx() as (first, second):
+            (third := 1)
+        try:
+            pass
+        except ValueError as error:
+            pass
+
+        def inner():
+            hidden = Client()
+
+        lam = lambda: (unseen := 1)
+        return client, other, item, handle, first, second, third, error, lam
+    """
+)
+
+
+@pytest.mark.parametrize("path", [None, *SOURCES], ids=lambda p: "locals" if p is None else str(p.relative_to(ROOT)))
+def test_local_values_as_one_walk_per_name_finds_them(path: Optional[Path]) -> None:
+    source = LOCALS if path is None else read_source(path.read_bytes())[0]
+    module = ModuleAnalysis(source, Settings(), "test_locals")
+    for function in (d for d in module.defs if not d.is_class):
+        names = {n.id for n in ast.walk(function.node) if isinstance(n, ast.Name)} | {"absent"}
+        for name in sorted(names):
+            assert ast.dump(ast.Module(targets._local_values(function, name), [])) == ast.dump(
+                ast.Module(_local_values_by_one_walk_per_name(function, name), [])
+            )
