@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import ast
 import gc
+import io
 import textwrap
+import tokenize
 from pathlib import Path
 from typing import Optional, Union
 
@@ -14,7 +16,15 @@ from test_prefilter import SOURCES
 
 from memsafe_fix.analysis import chunks, targets
 from memsafe_fix.analysis.markers import used_markers
-from memsafe_fix.analysis.module import Def, ModuleAnalysis, returns_its_argument, yields
+from memsafe_fix.analysis.module import (
+    Def,
+    ModuleAnalysis,
+    _comments_from_tree,
+    _suppressed_codes,
+    _suppressions,
+    returns_its_argument,
+    yields,
+)
 from memsafe_fix.config import Settings
 from memsafe_fix.engine import Job, Mode, check_source, process, read_source
 
@@ -314,3 +324,55 @@ def test_local_values_as_one_walk_per_name_finds_them(path: Optional[Path]) -> N
             assert ast.dump(ast.Module(targets._local_values(function, name), [])) == ast.dump(
                 ast.Module(_local_values_by_one_walk_per_name(function, name), [])
             )
+
+
+SUPPRESSIONS = textwrap.dedent(
+    '''\
+    import pytest  # noqa: F401
+    x = "a # noqa: MSF001 in a string" + 'b'  # memsafe: ignore[MSF002]
+    y = "# noqa" if x else "#"  # NOQA: msf005, E501
+    z = ("implicit"  # noqa: MSF004
+         "concatenation")
+    doc = """
+    # noqa: MSF006 inside a string over lines
+    """  # noqa
+    b = b"#bytes" # memsafe: ignore
+    f = f"{x} # noqa: MSF003"
+    g = f"{x}"  # noqa: async-mock
+    @pytest.mark.parametrize("v", ["# noqa"])  # noqa: MSF001
+    def test_a(v):
+    \tpass  # memsafe: ignore[MSF001, MSF002]
+    def test_b():  # not a suppression
+        return "noqa"
+    '''
+).replace("def test_b", "\fdef test_b")
+
+
+SUPPRESSION_SOURCES = {
+    "comments": SUPPRESSIONS,
+    # No f-string and no "#" inside a string over lines: the tree's string places decide.
+    "comments-from-the-tree": SUPPRESSIONS.replace('f"', '"')
+    .replace('"implicit"  # noqa: MSF004', '"implicit"')
+    .replace("# noqa: MSF006 inside", "noqa: MSF006 inside"),
+    "comments-crlf": SUPPRESSIONS.replace("\n", "\r\n"),
+    "comments-non-ascii": SUPPRESSIONS.replace("import pytest", "import pytest  # é", 1),
+    **{str(path.relative_to(ROOT)): read_source(path.read_bytes())[0] for path in SOURCES},
+}
+
+
+@pytest.mark.parametrize("name", SUPPRESSION_SOURCES)
+def test_suppressions_from_the_tree_as_tokenize_finds_them(name: str) -> None:
+    """Suppression comments found from the tree's string places (falling back to tokenize
+    where those cannot tell) are those tokenize finds."""
+    source = SUPPRESSION_SOURCES[name]
+    tree = ast.parse(source)
+    expected: dict[int, Optional[frozenset[str]]] = {}
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        if token.type == tokenize.COMMENT:
+            for codes in _suppressed_codes(token.string):
+                known = expected.get(token.start[0], frozenset())
+                expected[token.start[0]] = None if codes is None or known is None else known | codes
+    assert _suppressions(source, tree) == expected
+    if name.startswith("comments"):
+        assert len(expected) == (8 if name == "comments-from-the-tree" else 9)
+        assert (_comments_from_tree(source, tree) is not None) == (name == "comments-from-the-tree")
