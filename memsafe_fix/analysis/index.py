@@ -136,7 +136,10 @@ class _Trimmer:
         text = "\n".join(self.lines[node.body[0].lineno - 1 : node.end_lineno or len(self.lines)])
         if (
             node.name in KEPT_BODIES
-            or ("def" in text and any(isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef)) for s in _statements(node.body)))
+            or (
+                "def" in text
+                and any(isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef)) for s in _statements(node.body))
+            )
             or ("return" in text and returns_its_argument(node))
         ):
             self._body(node.body)
