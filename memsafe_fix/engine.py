@@ -300,6 +300,7 @@ def _process(job: Job, data: Optional[bytes]) -> FileResult:
             # Only the code of fixes uses the quote (a tokenization), and ``--check`` prints none.
             module.quote = '"'
             result.findings = _check(module, job.group_names)
+            module.release()
             _note_added_markers(result)
             return result
         first_party = first_party_names(job.path.parent.resolve())

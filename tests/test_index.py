@@ -182,6 +182,16 @@ TRIMMING_CASES = textwrap.dedent(
         @property
         def value(self):
             return self._value
+
+        def one_line(self): self.x = 1
+
+        def no_such_words(a, b):
+            c = a + b
+            print(c)
+
+        def words_in_a_string_only(self_, deferred):
+            "self, def, return and yield are only words here"
+            self_.value = deferred
     """
 )
 

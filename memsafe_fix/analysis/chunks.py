@@ -363,13 +363,5 @@ class ChunkAnalysis(ModuleAnalysis):
 
 
 def release(module: ModuleAnalysis) -> None:
-    """Break the reference cycles of a module's definitions (each knows its module, parent and
-    children), so that its tree is freed as soon as it is dropped (the engine runs with the
-    cyclic collector off)."""
-    for definition in module.defs:
-        definition.children = []
-        definition.parent = None
-    module.defs = []
-    module.top_level = []
-    module.__dict__.pop("_def_by_node", None)
-    module.__dict__.pop("module_classes", None)
+    """Free a chunk's tree as soon as it is dropped (see ``ModuleAnalysis.release``)."""
+    module.release()

@@ -114,7 +114,7 @@ def _is_self(node: ast.AST) -> bool:
 class _Trimmer:
     """Trims a module's tree in place, visiting statements only: definitions occur only in
     statement lists, so expressions (most of a tree) are never walked. ``lines`` is the
-    module's source, split into lines, to rule out ``yield`` from a function's text."""
+    module's source, split into lines, to rule questions out from a function's text."""
 
     def __init__(self, lines: list[str]) -> None:
         self.lines = lines
@@ -131,18 +131,20 @@ class _Trimmer:
                 self._body(stmt.body)
 
     def _function(self, node: FunctionNode) -> None:
+        # Each question below is about a keyword or name in the body, so the body's text
+        # settles it when the word is not there, without walking the statements.
+        text = "\n".join(self.lines[node.body[0].lineno - 1 : node.end_lineno or len(self.lines)])
         if (
             node.name in KEPT_BODIES
-            or any(isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef)) for s in _statements(node.body))
-            or returns_its_argument(node)
+            or (
+                "def" in text
+                and any(isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef)) for s in _statements(node.body))
+            )
+            or ("return" in text and returns_its_argument(node))
         ):
             self._body(node.body)
             return
         # A body that yields stays a generator body: MSF004 tells async generators apart.
-        stand_in = ast.Expr(ast.Yield(None)) if self._may_yield(node) and yields(node) else ast.Pass()
-        node.body = [ast.fix_missing_locations(ast.copy_location(stand_in, node.body[0])), *_self_assignments(node)]
-
-    def _may_yield(self, node: FunctionNode) -> bool:
-        """Whether the word ``yield`` is in the function's text (a ``yield`` needs it)."""
-        end = node.end_lineno or len(self.lines)
-        return any("yield" in line for line in self.lines[node.lineno - 1 : end])
+        stand_in = ast.Expr(ast.Yield(None)) if "yield" in text and yields(node) else ast.Pass()
+        kept = _self_assignments(node) if "self" in text else []
+        node.body = [ast.fix_missing_locations(ast.copy_location(stand_in, node.body[0])), *kept]

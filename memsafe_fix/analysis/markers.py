@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import ast
-from typing import Optional
+from typing import Callable, Optional
 
+from memsafe_fix.analysis.imports import ImportTable
 from memsafe_fix.analysis.module import Def, ModuleAnalysis, child_nodes
 
 XDIST_WORKER_VARIABLE = "PYTEST_XDIST_WORKER"
@@ -77,16 +78,60 @@ def used_markers(module: ModuleAnalysis) -> frozenset[str]:
         return frozenset()  # every spelling names ``mark`` (non-ASCII names fold to it)
     found = set()
     qualify = module.imports.qualify
+    # Lines 1..n with a name a marker chain can start from: ``pytest.mark.x`` starts with a
+    # name bound to ``pytest`` (or unbound ``pytest``), ``mark.x`` with one bound to
+    # ``pytest.mark``, and that name's line is within the lines of every node around the
+    # chain. So a node whose lines have none holds no marker and is not walked (most of a
+    # file's nodes are so skipped).
+    hits = _lines_naming(source, _marker_roots(module.imports)) if source and source.isascii() else None
     # ``ast.walk``'s nodes in another order (the answer is a set), without its generators.
     stack: list[ast.AST] = [module.tree]
     while stack:
         node = stack.pop()
-        if isinstance(node, ast.Attribute) and isinstance(node.value, (ast.Name, ast.Attribute)):
-            name = qualify(node)
-            if name and name.startswith("pytest.mark.") and name.count(".") == 2:
-                found.add(node.attr)
+        if hits is not None and not _may_name(node, hits):
+            continue
+        if isinstance(node, ast.JoinedStr):
+            # Before Python 3.12 the positions inside an f-string can be wrong: walk it whole.
+            found.update(filter(None, (_marker(inner, qualify) for inner in ast.walk(node))))
+            continue
+        marker = _marker(node, qualify)
+        if marker is not None:
+            found.add(marker)
         stack.extend(child_nodes(node))
     return frozenset(found)
+
+
+def _marker(node: ast.AST, qualify: Callable[[ast.expr], Optional[str]]) -> Optional[str]:
+    """``x`` for a ``pytest.mark.x`` attribute node, in any import spelling."""
+    if isinstance(node, ast.Attribute) and isinstance(node.value, (ast.Name, ast.Attribute)):
+        name = qualify(node)
+        if name and name.startswith("pytest.mark.") and name.count(".") == 2:
+            return node.attr
+    return None
+
+
+def _may_name(node: ast.AST, hits: list[int]) -> bool:
+    """Whether the lines of ``node`` (from its first decorator) have a counted line."""
+    start, end = getattr(node, "lineno", None), getattr(node, "end_lineno", None)
+    if start is None or end is None or not 0 < start <= end < len(hits):
+        return True
+    for decorator in getattr(node, "decorator_list", ()):
+        start = min(start, decorator.lineno)
+    return hits[end] != hits[start - 1]
+
+
+def _marker_roots(imports: ImportTable) -> set[str]:
+    """The names a ``pytest.mark.NAME`` chain can start from (``ImportTable.qualify``)."""
+    return {"pytest", *(name for name, dotted in imports.bound.items() if dotted in ("pytest", "pytest.mark"))}
+
+
+def _lines_naming(source: str, names: set[str]) -> list[int]:
+    """``counts[n]``: how many of lines 1..n have one of ``names`` in their text (``counts[0]``
+    is 0), split as Python counts lines (``str.splitlines`` also splits at form feeds)."""
+    counts = [0]
+    for line in source.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+        counts.append(counts[-1] + any(name in line for name in names))
+    return counts
 
 
 def registered_markers(tree: ast.Module) -> frozenset[str]:

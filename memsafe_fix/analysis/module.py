@@ -96,7 +96,7 @@ class ModuleAnalysis:
         self.defs: list[Def] = []
         self.top_level: list[Def] = []
         self._collect_defs(self.tree, None, True)
-        self._suppressed = _suppressions(source) if _MAY_SUPPRESS.search(source) else {}
+        self._suppressed = _suppressions(source, self.tree) if _MAY_SUPPRESS.search(source) else {}
         self._bindings: dict[int, dict[str, list[ast.stmt]]] = {}
         # ``collection.resolve_bases`` of the classes asked about (the key keeps the class alive).
         self.base_infos: dict[tuple[int, int], object] = {}
@@ -201,24 +201,94 @@ class ModuleAnalysis:
     def lines(self) -> list[str]:
         return self.source.splitlines()
 
+    def release(self) -> None:
+        """Drop everything this analysis holds, once the file is done: each definition knows
+        its module, parent and children, and the caches here hold definitions, so without
+        this the file's tree would be freed only by the cyclic collector (which the engine
+        keeps off while a file is analysed; each collection after one walks all of it)."""
+        for definition in self.defs:
+            definition.__dict__.clear()
+        self.__dict__.clear()
 
-def _suppressions(source: str) -> dict[int, Optional[frozenset[str]]]:
+
+def _suppressions(source: str, tree: ast.Module) -> dict[int, Optional[frozenset[str]]]:
     """Lines carrying ``# memsafe: ignore`` or a bare ``# noqa`` (None: every rule), or
     ``# memsafe: ignore[MSF001,...]`` / ``# noqa: MSF001, ...`` (those codes; the seed
     pattern's ``# noqa: async-mock`` is MSF004)."""
+    comments = _comments_from_tree(source, tree)
+    if comments is None:
+        comments = _comments_from_tokens(source)
     found: dict[int, Optional[frozenset[str]]] = {}
-    try:
-        tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
-    except (tokenize.TokenError, SyntaxError):
-        return found
-    for token in tokens:
-        if token.type != tokenize.COMMENT:
-            continue
-        line = token.start[0]
-        for codes in _suppressed_codes(token.string):
+    for line, comment in comments:
+        for codes in _suppressed_codes(comment):
             known = found.get(line, frozenset())
             found[line] = None if codes is None or known is None else known | codes
     return found
+
+
+def _comments_from_tokens(source: str) -> list[tuple[int, str]]:
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
+    except (tokenize.TokenError, SyntaxError):
+        return []
+    return [(token.start[0], token.string) for token in tokens if token.type == tokenize.COMMENT]
+
+
+def _comments_from_tree(source: str, tree: ast.Module) -> Optional[list[tuple[int, str]]]:
+    """The comments of the lines that may hold a suppression, without tokenizing the file: a
+    comment starts at the first ``#`` of its line outside the string literals, whose places
+    the tree gives. None when the tree's places cannot be trusted to tell: a line break other
+    than ``\\n`` or a non-ASCII character (tokenize's lines and ``ast``'s byte columns would
+    not match), an f-string on such a line, or a ``#`` inside a string over several lines (it
+    may be a comment between the parts of an implicitly concatenated string)."""
+    if "\r" in source or not source.isascii():
+        return None
+    lines = source.split("\n")
+    wanted: list[int] = []
+    line, seen = 1, 0
+    for match in _MAY_SUPPRESS.finditer(source):
+        line, seen = line + source.count("\n", seen, match.start()), match.start()
+        if not wanted or wanted[-1] != line:
+            wanted.append(line)
+    counts = [0] * (len(lines) + 1)
+    for line in wanted:
+        counts[line] = 1
+    for line in range(1, len(counts)):
+        counts[line] += counts[line - 1]
+    strings: dict[int, list[ast.expr]] = {}
+    stack: list[ast.AST] = [tree]
+    while stack:
+        node = stack.pop()
+        start, end = getattr(node, "lineno", None), getattr(node, "end_lineno", None)
+        if start is not None and end is not None:
+            for decorator in getattr(node, "decorator_list", ()):
+                start = min(start, decorator.lineno)
+            if counts[min(end, len(lines))] == counts[start - 1]:
+                continue  # no wanted line in it
+        if isinstance(node, ast.JoinedStr):
+            return None
+        if isinstance(node, ast.Constant) and isinstance(node.value, (str, bytes)):
+            for line in range(node.lineno, (node.end_lineno or node.lineno) + 1):
+                strings.setdefault(line, []).append(node)
+            continue
+        stack.extend(child_nodes(node))
+    comments = []
+    for line in wanted:
+        text = lines[line - 1]
+        column = text.find("#")
+        while column >= 0:
+            inside = [s for s in strings.get(line, ()) if _covers(s, line, column)]
+            if not inside:
+                comments.append((line, text[column:]))
+                break
+            if any(s.lineno != s.end_lineno for s in inside):
+                return None
+            column = text.find("#", column + 1)
+    return comments
+
+
+def _covers(node: ast.expr, line: int, column: int) -> bool:
+    return (node.lineno, node.col_offset) <= (line, column) < (node.end_lineno or node.lineno, node.end_col_offset or 0)
 
 
 def _suppressed_codes(comment: str) -> Iterator[Optional[frozenset[str]]]:
@@ -241,35 +311,36 @@ _BLOCK_FIELDS = ("body", "orelse", "finalbody", "handlers", "cases")
 
 def _bindings(body: list[ast.stmt]) -> dict[str, list[ast.stmt]]:
     found: dict[str, list[ast.stmt]] = {}
-
-    def visit(statements: list[ast.AST]) -> None:
-        for stmt in statements:
-            if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                if not any(_is_overload(d) for d in stmt.decorator_list):  # stubs for type checkers
-                    found.setdefault(stmt.name, []).append(stmt)
-            elif isinstance(stmt, (ast.Import, ast.ImportFrom)):
-                for alias in stmt.names:
-                    if alias.name != "*":
-                        local = alias.asname or (
-                            alias.name.split(".")[0] if isinstance(stmt, ast.Import) else alias.name
-                        )
-                        found.setdefault(local, []).append(stmt)
-            else:
-                # Names the statement binds itself: targets, loop variables, ``as`` names.
-                if isinstance(stmt, ast.excepthandler) and stmt.name:
-                    found.setdefault(stmt.name, []).append(stmt)  # type: ignore[arg-type]
-                for field_name, value in ast.iter_fields(stmt):
-                    if field_name in _BLOCK_FIELDS:
-                        continue
-                    for item in value if isinstance(value, list) else [value]:
-                        for node in ast.walk(item) if isinstance(item, ast.AST) else ():
-                            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
-                                found.setdefault(node.id, []).append(stmt)  # type: ignore[arg-type]
-                for block in _BLOCK_FIELDS:
-                    visit(getattr(stmt, block, None) or [])
-
-    visit(list(body))
+    _add_bindings(list(body), found)
     return found
+
+
+def _add_bindings(statements: list[ast.AST], found: dict[str, list[ast.stmt]]) -> None:
+    # A module-level function, not one nested in ``_bindings``: a nested function that calls
+    # itself is a reference cycle, which would keep ``found`` (and the statements in it, the
+    # whole tree) alive until the cyclic collector runs.
+    for stmt in statements:
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            if not any(_is_overload(d) for d in stmt.decorator_list):  # stubs for type checkers
+                found.setdefault(stmt.name, []).append(stmt)
+        elif isinstance(stmt, (ast.Import, ast.ImportFrom)):
+            for alias in stmt.names:
+                if alias.name != "*":
+                    local = alias.asname or (alias.name.split(".")[0] if isinstance(stmt, ast.Import) else alias.name)
+                    found.setdefault(local, []).append(stmt)
+        else:
+            # Names the statement binds itself: targets, loop variables, ``as`` names.
+            if isinstance(stmt, ast.excepthandler) and stmt.name:
+                found.setdefault(stmt.name, []).append(stmt)  # type: ignore[arg-type]
+            for field_name, value in ast.iter_fields(stmt):
+                if field_name in _BLOCK_FIELDS:
+                    continue
+                for item in value if isinstance(value, list) else [value]:
+                    for node in ast.walk(item) if isinstance(item, ast.AST) else ():
+                        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                            found.setdefault(node.id, []).append(stmt)  # type: ignore[arg-type]
+            for block in _BLOCK_FIELDS:
+                _add_bindings(getattr(stmt, block, None) or [], found)
 
 
 def _is_overload(decorator: ast.expr) -> bool:

@@ -21,7 +21,7 @@ from typing import Optional, Union
 
 from memsafe_fix.analysis.collection import c3_merge, fixture_name, has_own_yield, is_fixture
 from memsafe_fix.analysis.imports import PLAIN_BASES
-from memsafe_fix.analysis.module import Def, ModuleAnalysis, returns_its_argument
+from memsafe_fix.analysis.module import Def, ModuleAnalysis, child_nodes, returns_its_argument
 from memsafe_fix.analysis.project import conftests, find_module, load_module
 
 # Decorators that return the function they are given (or a descriptor that calls it unchanged).
@@ -487,22 +487,33 @@ def _own_nodes(function: Def) -> list[ast.AST]:
         node = stack.pop()
         found.append(node)
         if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
-            stack.extend(ast.iter_child_nodes(node))
+            stack.extend(child_nodes(node))
     return found
 
 
 def _local_values(function: Def, name: str) -> list[ast.expr]:
     """Values assigned to local ``name`` by plain ``name = value`` statements; any other
-    binding (a loop, ``with ... as``, unpacking) adds an unknowable value."""
-    nodes = _own_nodes(function)
-    values = [
-        node.value
-        for node in nodes
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets)
-    ]
-    stores = sum(isinstance(n, ast.Name) and n.id == name and isinstance(n.ctx, ast.Store) for n in nodes)
-    if stores > len(values):
-        values.append(ast.Constant(None))
+    binding (a loop, ``with ... as``, unpacking) adds an unknowable value. Worked out for
+    every name in one walk of the function (a test patches several objects), the answer
+    is shared, not to be changed."""
+    found = function.__dict__.get("_local_values")
+    if found is None:
+        found = function.__dict__["_local_values"] = _all_local_values(function)
+    return found.get(name, [])
+
+
+def _all_local_values(function: Def) -> dict[str, list[ast.expr]]:
+    values: dict[str, list[ast.expr]] = {}
+    stores: dict[str, int] = {}
+    for node in _own_nodes(function):
+        if isinstance(node, ast.Assign):
+            for name in dict.fromkeys(t.id for t in node.targets if isinstance(t, ast.Name)):
+                values.setdefault(name, []).append(node.value)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            stores[node.id] = stores.get(node.id, 0) + 1
+    for name, count in stores.items():
+        if count > len(values.get(name, ())):
+            values.setdefault(name, []).append(ast.Constant(None))
     return values
 
 
