@@ -203,13 +203,22 @@ def _apply_spliced(
     for first, last in spans:
         start = 0 if first == 0 else line_starts[starts[first] - 1]
         end = line_starts[starts[last + 1] - 1] if last + 1 < len(statements) else len(source)
-        text = source[start:end]
+        in_slice = [edit for number, edit in enumerate(edits) if owner[number] is not None and first <= owner[number] <= last]  # type: ignore[operator]
+        # A class (or function) that only gets decorators: its lines up to the end of its
+        # header, with a placeholder body, rather than all of it.
+        stub = ""
+        if first == last and head_end < first and all(_decorates(edit, statements[first], def_lines) for edit in in_slice):
+            header_end = _header_end(statements[first], source, line_starts)
+            if header_end is not None:
+                end, stub = line_starts[header_end], f"{indent}pass\n"
+        text = source[start:end] + stub
         if text.rstrip("\n").endswith("\\"):
             return None  # a line continuation into the next statement's lines
         module = cst.parse_module(text)
         if module.code != text or module.default_indent != indent:
             return None
-        in_slice = [edit for number, edit in enumerate(edits) if owner[number] is not None and first <= owner[number] <= last]  # type: ignore[operator]
+        if stub and not _is_stub(module):
+            return None
         slice_fixes = [Fix(tuple(in_slice))]
         if first == 0 and head_end >= 0:
             in_slice += [edit for number, edit in enumerate(edits) if owner[number] is None]
@@ -220,11 +229,44 @@ def _apply_spliced(
         first_def = bisect.bisect_left(def_lines, starts[first]) if first else 0
         first_call = bisect.bisect_left(call_lines, starts[first]) if first else 0
         fixed, every_edit_applied = _apply_to_module(module, slice_fixes, def_names, first_party, first_def, first_call)
-        if not every_edit_applied:
+        code = fixed.code
+        if not every_edit_applied or not code.endswith(stub):
             return None
-        pieces += [source[done:start], fixed.code]
+        pieces += [source[done:start], code[: len(code) - len(stub)]]
         done = end
     return "".join(pieces) + source[done:]
+
+
+def _decorates(edit: Edit, stmt: ast.stmt, def_lines: Sequence[int]) -> bool:
+    """Whether ``edit`` inserts a decorator of ``stmt`` itself (a top-level class or def)."""
+    return isinstance(edit, InsertDecorator) and def_lines[edit.target] == stmt.lineno
+
+
+def _header_end(stmt: ast.stmt, source: str, line_starts: Sequence[int]) -> Optional[int]:
+    """The last line of a ``class``/``def`` statement's header (up to its colon), when its
+    body starts on a later line: the last line before the body's first statement that is not
+    blank or a comment. A wrong guess (a ``#`` line in a string) fails to parse as a header."""
+    body = getattr(stmt, "body", None)
+    if not isinstance(stmt, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) or not body:
+        return None
+    line = min([d.lineno for d in getattr(body[0], "decorator_list", [])] + [body[0].lineno]) - 1
+    while line > stmt.lineno and source[line_starts[line - 1] : line_starts[line]].lstrip()[:1] in ("", "#"):
+        line -= 1
+    return line if line >= stmt.lineno else None
+
+
+def _is_stub(module: cst.Module) -> bool:
+    """Whether ``module`` is one ``class``/``def`` whose body is only the placeholder ``pass``."""
+    if len(module.body) != 1 or not isinstance(module.body[0], (cst.ClassDef, cst.FunctionDef)):
+        return False
+    block = module.body[0].body
+    return (
+        isinstance(block, cst.IndentedBlock)
+        and len(block.body) == 1
+        and isinstance(block.body[0], cst.SimpleStatementLine)
+        and [type(s) for s in block.body[0].body] == [cst.Pass]
+        and not block.footer
+    )
 
 
 def _first_line(stmt: ast.stmt, source: str, line_starts: Sequence[int]) -> Optional[int]:
