@@ -120,14 +120,17 @@ def _apply_to_module(
 # each statement an edit touches (its decorators, its body and the comments and blank lines
 # after it, up to the next top-level statement), and for edits of the module's imports, the
 # file's head up to the statement after the import block (and the module's last
-# ``pytestmark``, the first ``from module import`` ImportName extends). Each slice is parsed
-# as a module, edited as the whole module would be, printed, and put back in place.
+# ``pytestmark``, the first ``from module import`` ImportName extends). A class or function
+# that only gets decorators is sliced up to the end of its header, with a placeholder body.
+# Each slice is parsed as a module, edited as the whole module would be, printed, and put
+# back in place.
 #
 # A top-level statement starts a line with no open bracket and no indentation before it, so
 # LibCST parses it (with the lines owned by its blocks) the same alone as inside the file: the
 # text between the slices is what the whole-file path would print unchanged. Where that
-# cannot be shown cheaply the whole file is parsed as before: any carriage return or form
-# feed in the file (LibCST stores the default newline as ``None``, and drops a form feed),
+# cannot be shown cheaply the whole file is parsed as before: a file whose lines do not all
+# end alike in LF or CRLF (LibCST prints the newlines that are the module's default as it,
+# which a slice must then share), a form feed anywhere (LibCST may drop one),
 # a statement sharing a line with the one before or after it (``;``), a statement whose first
 # line is not where ``ast`` says (``@(`` decorators, a parenthesized expression statement), a
 # slice that does not print back as it was, or whose indentation unit (which new blocks get)
@@ -143,8 +146,10 @@ def _apply_spliced(
     def_lines: Sequence[int],
 ) -> Optional[str]:
     """The fixed text, from slices of ``source``; None when it must be parsed whole."""
-    if "\r" in source or "\f" in source or not tree.body or len(def_lines) != len(def_names):
-        return None
+    crlf = source.count("\r\n")
+    newline = "\r\n" if crlf else "\n"
+    if source.count("\r") != crlf or (crlf and source.count("\n") != crlf) or "\f" in source or not tree.body:
+        return None  # lone or mixed carriage returns, form feeds: see above
     statements = tree.body
     line_starts = [0] + [match.end() for match in re.finditer("\n", source)]
     first_lines = [_first_line(stmt, source, line_starts) for stmt in statements]
@@ -210,12 +215,12 @@ def _apply_spliced(
         if first == last and head_end < first and all(_decorates(edit, statements[first], def_lines) for edit in in_slice):
             header_end = _header_end(statements[first], source, line_starts)
             if header_end is not None:
-                end, stub = line_starts[header_end], f"{indent}pass\n"
+                end, stub = line_starts[header_end], f"{indent}pass{newline}"
         text = source[start:end] + stub
-        if text.rstrip("\n").endswith("\\"):
+        if text.rstrip("\r\n").endswith("\\"):
             return None  # a line continuation into the next statement's lines
         module = cst.parse_module(text)
-        if module.code != text or module.default_indent != indent:
+        if module.code != text or module.default_indent != indent or module.default_newline != newline:
             return None
         if stub and not _is_stub(module):
             return None
