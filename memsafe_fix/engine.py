@@ -164,9 +164,8 @@ def fix_source(
     from memsafe_fix.fixer import apply_fixes  # LibCST: only for a file with something to fix
 
     def_names = [d.name for d in module.defs]
-    def_lines = [d.node.lineno for d in module.defs]
     fixes = [f.fix for f in fixable if f.fix is not None]
-    new_source = apply_fixes(source, fixes, def_names, first_party, module.tree, def_lines)
+    new_source = apply_fixes(source, fixes, def_names, first_party, module.tree, [d.node for d in module.defs])
     try:
         # One parse of the new text serves both the compile check and the re-check; compiling
         # the tree still catches what ast.parse lets through (a misplaced __future__ import).

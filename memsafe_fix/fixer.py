@@ -65,18 +65,18 @@ def apply_fixes(
     def_names: Sequence[str],
     first_party: frozenset[str] = frozenset(),
     tree: Optional[ast.Module] = None,
-    def_lines: Sequence[int] = (),
+    def_nodes: Sequence[ast.stmt] = (),
 ) -> str:
     """``def_names``: the names of all ``class``/``def`` statements in source order, as the
     analysis numbered them; ``first_party``: top-level names of the project's own modules,
     which isort-style import sections keep apart from third-party imports. With ``tree`` (the
-    ``ast`` of ``source``) and ``def_lines`` (the line of each ``class``/``def`` keyword, in
-    the order of ``def_names``), LibCST parses only the top-level statements the edits touch
-    (see ``_apply_spliced``); the text is the same as when it parses the whole file."""
+    ``ast`` of ``source``) and ``def_nodes`` (its ``class``/``def`` statements, in the order
+    of ``def_names``), LibCST parses only the top-level statements the edits touch (see
+    ``_apply_spliced``); the text is the same as when it parses the whole file."""
     fixes = list(fixes)
     if tree is not None:
         try:
-            spliced = _apply_spliced(source, fixes, def_names, first_party, tree, def_lines)
+            spliced = _apply_spliced(source, fixes, def_names, first_party, tree, def_nodes)
         except Exception:  # noqa: BLE001
             # Whatever goes wrong on a slice (a parse error, an edit that does not match) is
             # decided by the whole-file path, which raises the same errors as before.
@@ -94,13 +94,15 @@ def _apply_to_module(
     first_party: frozenset[str],
     first_def: int = 0,
     first_call: int = 0,
+    subtree_end: Optional[Sequence[int]] = None,
 ) -> tuple[cst.Module, bool]:
     """``module`` with the edits of ``fixes`` applied, and whether every edit addressed to a
     definition found it; ``first_def``/``first_call``: the definition and call index of its
-    first ``class``/``def`` and call, when it is a slice of the file the analysis numbered."""
+    first ``class``/``def`` and call, when it is a slice of the file the analysis numbered;
+    ``subtree_end``: see ``_EditApplier``."""
     edits = [edit for fix in fixes for edit in fix.edits]
     imports = list(dict.fromkeys(name for fix in fixes for name in fix.imports))
-    applier = _EditApplier(edits, def_names, first_def, first_call)
+    applier = _EditApplier(edits, def_names, first_def, first_call, subtree_end)
     updated = module.visit(applier)
     body = list(updated.body)
     for edit in dict.fromkeys(e for e in edits if isinstance(e, ImportName)):
@@ -143,9 +145,13 @@ def _apply_spliced(
     def_names: Sequence[str],
     first_party: frozenset[str],
     tree: ast.Module,
-    def_lines: Sequence[int],
+    def_nodes: Sequence[ast.stmt],
 ) -> Optional[str]:
     """The fixed text, from slices of ``source``; None when it must be parsed whole."""
+    if len(def_nodes) != len(def_names):
+        return None
+    def_lines = [node.lineno for node in def_nodes]
+    subtree_end = [bisect.bisect_right(def_lines, node.end_lineno or 0, i + 1) for i, node in enumerate(def_nodes)]
     crlf = source.count("\r\n")
     newline = "\r\n" if crlf else "\n"
     if source.count("\r") != crlf or (crlf and source.count("\n") != crlf) or "\f" in source or not tree.body:
@@ -233,7 +239,9 @@ def _apply_spliced(
                 return None  # the import block may go on after the slice
         first_def = bisect.bisect_left(def_lines, starts[first]) if first else 0
         first_call = bisect.bisect_left(call_lines, starts[first]) if first else 0
-        fixed, every_edit_applied = _apply_to_module(module, slice_fixes, def_names, first_party, first_def, first_call)
+        fixed, every_edit_applied = _apply_to_module(
+            module, slice_fixes, def_names, first_party, first_def, first_call, subtree_end
+        )
         code = fixed.code
         if not every_edit_applied or not code.endswith(stub):
             return None
@@ -375,8 +383,26 @@ def _is_docstring(stmt: cst.BaseStatement) -> bool:
 
 
 class _EditApplier(cst.CSTTransformer):
-    def __init__(self, edits: Sequence[Edit], def_names: Sequence[str], first_def: int = 0, first_call: int = 0) -> None:
+    """Applies the edits in one pass. With ``subtree_end`` (for each definition index, the
+    index after the definitions nested in it), the children of a definition that holds no
+    edited definition are not visited once no call edit is left (their numbers are skipped):
+    the visit costs more than the parse."""
+
+    def __init__(
+        self,
+        edits: Sequence[Edit],
+        def_names: Sequence[str],
+        first_def: int = 0,
+        first_call: int = 0,
+        subtree_end: Optional[Sequence[int]] = None,
+    ) -> None:
         self.def_names = def_names
+        self.subtree_end = subtree_end
+        # Definitions whose nodes ``_leave`` must see: edited ones, and those ``InsertMethod`` places after.
+        self.targets = sorted(
+            {e.target for e in edits if getattr(e, "target", None) is not None}
+            | {e.after for e in edits if isinstance(e, InsertMethod) and e.after is not None}
+        )
         self.edits: dict[Optional[int], list[Edit]] = defaultdict(list)
         self.call_edits: dict[int, list[Union[AddArgument, ReplaceCallee]]] = defaultdict(list)
         for edit in edits:
@@ -400,11 +426,25 @@ class _EditApplier(cst.CSTTransformer):
         self.open_defs.append(index)
         self.next_index += 1
 
-    def visit_ClassDef(self, node: cst.ClassDef) -> None:
-        self._enter(node)
+    def _descends(self) -> bool:
+        """Whether the children of the definition just entered need visiting."""
+        if self.subtree_end is None or self.call_edits:
+            return True
+        index = self.open_defs[-1]
+        end = self.subtree_end[index]
+        position = bisect.bisect_right(self.targets, index)
+        if position < len(self.targets) and self.targets[position] < end:
+            return True
+        self.next_index = end
+        return False
 
-    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+    def visit_ClassDef(self, node: cst.ClassDef) -> bool:
         self._enter(node)
+        return self._descends()
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
+        self._enter(node)
+        return self._descends()
 
     def leave_ClassDef(self, original_node: cst.ClassDef, updated_node: cst.ClassDef) -> cst.ClassDef:
         return self._leave(updated_node)

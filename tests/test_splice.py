@@ -31,11 +31,11 @@ def both_paths(
     fixes = [finding.fix for finding in _check(module) if finding.fix is not None]
     assert fixes, "a case must have something to fix"
     names = [d.name for d in module.defs]
-    lines = [d.node.lineno for d in module.defs]
+    nodes = [d.node for d in module.defs]
     results: list[Union[str, Exception, None]] = []
     for run in (
         lambda: apply_fixes(source, fixes, names, FIRST_PARTY),
-        lambda: _apply_spliced(source, fixes, names, FIRST_PARTY, module.tree, lines),
+        lambda: _apply_spliced(source, fixes, names, FIRST_PARTY, module.tree, nodes),
     ):
         try:
             results.append(run())
