@@ -215,11 +215,12 @@ def _apply_spliced(
         start = 0 if first == 0 else line_starts[starts[first] - 1]
         end = line_starts[starts[last + 1] - 1] if last + 1 < len(statements) else len(source)
         in_slice = [edit for number, edit in enumerate(edits) if owner[number] is not None and first <= owner[number] <= last]  # type: ignore[operator]
-        # A class (or function) that only gets decorators: its lines up to the end of its
-        # header, with a placeholder body, rather than all of it.
+        # A class (or function) that ends the slice and at most gets decorators (the one after
+        # the imports gets blank lines above): its lines up to the end of its header, with a
+        # placeholder body, rather than all of it.
         stub = ""
-        if first == last and head_end < first and all(_decorates(edit, statements[first], def_lines) for edit in in_slice):
-            header_end = _header_end(statements[first], source, line_starts)
+        if all(_decorates(edit, statements[last], def_lines) for number, edit in enumerate(edits) if owner[number] == last):
+            header_end = _header_end(statements[last], source, line_starts)
             if header_end is not None:
                 end, stub = line_starts[header_end], f"{indent}pass{newline}"
         text = source[start:end] + stub
@@ -228,7 +229,7 @@ def _apply_spliced(
         module = cst.parse_module(text)
         if module.code != text or module.default_indent != indent or module.default_newline != newline:
             return None
-        if stub and not _is_stub(module):
+        if stub and not _is_stub(module.body[-1]):
             return None
         slice_fixes = [Fix(tuple(in_slice))]
         if first == 0 and head_end >= 0:
@@ -268,11 +269,11 @@ def _header_end(stmt: ast.stmt, source: str, line_starts: Sequence[int]) -> Opti
     return line if line >= stmt.lineno else None
 
 
-def _is_stub(module: cst.Module) -> bool:
-    """Whether ``module`` is one ``class``/``def`` whose body is only the placeholder ``pass``."""
-    if len(module.body) != 1 or not isinstance(module.body[0], (cst.ClassDef, cst.FunctionDef)):
+def _is_stub(stmt: cst.BaseStatement) -> bool:
+    """Whether ``stmt`` is a ``class``/``def`` whose body is only the placeholder ``pass``."""
+    if not isinstance(stmt, (cst.ClassDef, cst.FunctionDef)):
         return False
-    block = module.body[0].body
+    block = stmt.body
     return (
         isinstance(block, cst.IndentedBlock)
         and len(block.body) == 1

@@ -193,6 +193,33 @@ LAYOUTS = {
         """,
         False,
     ),
+    # The statement after the imports gets blank lines above it (and here a decorator): the
+    # file's head is sliced up to the end of its header.
+    "imports_then_decorated_class": (
+        """\
+        from unittest import mock
+        # about the class
+
+        class TestA(object):  # header comment
+            # body comment
+            def test_a(self):
+                m = mock.Mock()
+                m()
+        """,
+        True,
+    ),
+    "imports_then_untouched_class": (
+        """\
+        from unittest import mock
+        class Helper:
+            '''Doc.'''
+            value = 1
+        def test_a():
+            m = mock.Mock()
+            m()
+        """,
+        True,
+    ),
     # The statement after the imports (which gets blank lines) shares its line with another.
     "head_shares_line": (
         """\
