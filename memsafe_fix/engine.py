@@ -176,7 +176,11 @@ def fix_source(
     except SyntaxError as exc:
         compile(module.tree, module_name, "exec", dont_inherit=True)  # the input's own error wins
         raise FixError(f"the fixed file would not compile ({exc.msg}, line {exc.lineno})") from exc
-    remaining = _check(ModuleAnalysis(new_source, settings, module_name, path, new_tree), group_names)
+    fixed = ModuleAnalysis(new_source, settings, module_name, path, new_tree)
+    # Only the code of fixes uses the quote (a tokenization of the file), and any fix found in
+    # the fixed file is an error, whatever its code.
+    fixed.quote = '"'
+    remaining = _check(fixed, group_names)
     if any(f.fix is not None for f in remaining):
         raise FixError(f"fixing is not stable: {remaining[0].code} still applies at line {remaining[0].line}")
     return new_source, fixable, remaining
