@@ -77,7 +77,7 @@ def apply_fixes(
     if tree is not None:
         try:
             spliced = _apply_spliced(source, fixes, def_names, first_party, tree, def_nodes)
-        except Exception:  # noqa: BLE001
+        except Exception:
             # Whatever goes wrong on a slice (a parse error, an edit that does not match) is
             # decided by the whole-file path, which raises the same errors as before.
             spliced = None
@@ -182,22 +182,22 @@ def _apply_spliced(
             )
         ]
     # Each edit's top-level statement; the module's (None) go to the head of the file.
-    owner: dict[int, Optional[int]] = {}
-    for number, edit in enumerate(edits):
+    owner: list[Optional[int]] = []
+    for edit in edits:
         if isinstance(edit, (AddArgument, ReplaceCallee)):
-            owner[number] = statement_of(call_lines[edit.call])
+            owner.append(statement_of(call_lines[edit.call]))
         elif isinstance(edit, (ImportName, InsertModuleStatement)) or getattr(edit, "target", None) is None:
-            owner[number] = None
+            owner.append(None)
         else:
-            owner[number] = statement_of(def_lines[edit.target])  # type: ignore[union-attr]
+            owner.append(statement_of(def_lines[edit.target]))  # type: ignore[union-attr]
     head_end = -1
-    if any(fix.imports for fix in fixes) or None in owner.values():
+    if any(fix.imports for fix in fixes) or None in owner:
         head_end = _head_end(statements, edits)
         if head_end is None:
             return None
     # [first, last] top-level statement of each slice, in order, overlapping ones merged.
     spans: list[list[int]] = [[0, head_end]] if head_end >= 0 else []
-    for index in sorted({index for index in owner.values() if index is not None}):
+    for index in sorted({index for index in owner if index is not None}):
         if spans and index <= spans[-1][1]:
             continue
         spans.append([index, index])
@@ -214,12 +214,12 @@ def _apply_spliced(
     for first, last in spans:
         start = 0 if first == 0 else line_starts[starts[first] - 1]
         end = line_starts[starts[last + 1] - 1] if last + 1 < len(statements) else len(source)
-        in_slice = [edit for number, edit in enumerate(edits) if owner[number] is not None and first <= owner[number] <= last]  # type: ignore[operator]
+        in_slice = [edit for edit, index in zip(edits, owner) if index is not None and first <= index <= last]
         # A class (or function) that ends the slice and at most gets decorators (the one after
         # the imports gets blank lines above): its lines up to the end of its header, with a
         # placeholder body, rather than all of it.
         stub = ""
-        if all(_decorates(edit, statements[last], def_lines) for number, edit in enumerate(edits) if owner[number] == last):
+        if all(_decorates(edit, statements[last], def_lines) for edit, index in zip(edits, owner) if index == last):
             header_end = _header_end(statements[last], source, line_starts)
             if header_end is not None:
                 end, stub = line_starts[header_end], f"{indent}pass{newline}"
@@ -233,7 +233,7 @@ def _apply_spliced(
             return None
         slice_fixes = [Fix(tuple(in_slice))]
         if first == 0 and head_end >= 0:
-            in_slice += [edit for number, edit in enumerate(edits) if owner[number] is None]
+            in_slice += [edit for edit, index in zip(edits, owner) if index is None]
             slice_fixes = [Fix(tuple(in_slice), tuple(name for fix in fixes for name in fix.imports))]
             block_end = _import_block(list(module.body))[1]
             if block_end >= len(module.body) and last + 1 < len(statements):
@@ -345,6 +345,8 @@ def _default_indent(source: str) -> Optional[str]:
     except (tokenize.TokenError, SyntaxError):
         return None
     return "    "
+
+
 def _blank() -> cst.EmptyLine:
     return cst.EmptyLine(indent=False, whitespace=cst.SimpleWhitespace(""), comment=None)
 
