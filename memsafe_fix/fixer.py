@@ -1,5 +1,10 @@
-"""Apply planned edits to a file with LibCST, in one parse and one pass, keeping everything
-the edits do not touch (comments, blank lines, quotes, line endings) byte for byte."""
+"""Apply planned edits to a file with LibCST, in one pass, keeping everything the edits do not
+touch (comments, blank lines, quotes, line endings) byte for byte. Only the top-level statements
+the edits touch are parsed (see "splicing" below), the whole file where that could differ.
+
+The guarantees stay where they were: the caller (``engine.fix_source``) compiles the fixed
+text and analyses it again (no fix may be left, and the findings reported are that text's);
+a slice must print back exactly as it was read, as the whole file had to."""
 
 from __future__ import annotations
 
