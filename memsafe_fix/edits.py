@@ -3,7 +3,8 @@
 Rules find problems with ``ast`` and describe fixes as edits addressed by *definition index*:
 the position of a ``class``/``def`` statement among all of them in source order, which is the
 same whether the file is walked by ``ast`` or by LibCST. Only a file with edits is parsed by
-LibCST (see ``fixer.py``), once, with every rule's edits applied in one pass.
+LibCST (see ``fixer.py``; only the top-level statements the edits touch), with every rule's
+edits applied in one pass.
 """
 
 from __future__ import annotations

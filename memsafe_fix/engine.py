@@ -164,7 +164,8 @@ def fix_source(
     from memsafe_fix.fixer import apply_fixes  # LibCST: only for a file with something to fix
 
     def_names = [d.name for d in module.defs]
-    new_source = apply_fixes(source, [f.fix for f in fixable if f.fix is not None], def_names, first_party)
+    fixes = [f.fix for f in fixable if f.fix is not None]
+    new_source = apply_fixes(source, fixes, def_names, first_party, module.tree, [d.node for d in module.defs])
     try:
         # One parse of the new text serves both the compile check and the re-check; compiling
         # the tree still catches what ast.parse lets through (a misplaced __future__ import).
@@ -175,7 +176,11 @@ def fix_source(
     except SyntaxError as exc:
         compile(module.tree, module_name, "exec", dont_inherit=True)  # the input's own error wins
         raise FixError(f"the fixed file would not compile ({exc.msg}, line {exc.lineno})") from exc
-    remaining = _check(ModuleAnalysis(new_source, settings, module_name, path, new_tree), group_names)
+    fixed = ModuleAnalysis(new_source, settings, module_name, path, new_tree)
+    # Only the code of fixes uses the quote (a tokenization of the file), and any fix found in
+    # the fixed file is an error, whatever its code.
+    fixed.quote = '"'
+    remaining = _check(fixed, group_names)
     if any(f.fix is not None for f in remaining):
         raise FixError(f"fixing is not stable: {remaining[0].code} still applies at line {remaining[0].line}")
     return new_source, fixable, remaining

@@ -1,9 +1,19 @@
-"""Apply planned edits to a file with LibCST, in one parse and one pass, keeping everything
-the edits do not touch (comments, blank lines, quotes, line endings) byte for byte."""
+"""Apply planned edits to a file with LibCST, in one pass, keeping everything the edits do not
+touch (comments, blank lines, quotes, line endings) byte for byte. Only the top-level statements
+the edits touch are parsed (see "splicing" below), the whole file where that could differ.
+
+The guarantees stay where they were: the caller (``engine.fix_source``) compiles the fixed
+text and analyses it again (no fix may be left, and the findings reported are that text's);
+a slice must print back exactly as it was read, as the whole file had to."""
 
 from __future__ import annotations
 
+import ast
+import bisect
+import io
+import re
 import sys
+import tokenize
 import unicodedata
 from collections import defaultdict
 from typing import Iterable, Optional, Sequence, Union
@@ -55,16 +65,50 @@ def _parse_keeping_bytes(source: str) -> tuple[cst.Module, str]:
 
 
 def apply_fixes(
-    source: str, fixes: Iterable[Fix], def_names: Sequence[str], first_party: frozenset[str] = frozenset()
+    source: str,
+    fixes: Iterable[Fix],
+    def_names: Sequence[str],
+    first_party: frozenset[str] = frozenset(),
+    tree: Optional[ast.Module] = None,
+    def_nodes: Sequence[ast.stmt] = (),
 ) -> str:
     """``def_names``: the names of all ``class``/``def`` statements in source order, as the
     analysis numbered them; ``first_party``: top-level names of the project's own modules,
-    which isort-style import sections keep apart from third-party imports."""
+    which isort-style import sections keep apart from third-party imports. With ``tree`` (the
+    ``ast`` of ``source``) and ``def_nodes`` (its ``class``/``def`` statements, in the order
+    of ``def_names``), LibCST parses only the top-level statements the edits touch (see
+    ``_apply_spliced``); the text is the same as when it parses the whole file."""
     fixes = list(fixes)
+    if tree is not None:
+        try:
+            spliced = _apply_spliced(source, fixes, def_names, first_party, tree, def_nodes)
+        except Exception:
+            # Whatever goes wrong on a slice (a parse error, an edit that does not match) is
+            # decided by the whole-file path, which raises the same errors as before.
+            spliced = None
+        if spliced is not None:
+            return spliced
     module, lost_ending = _parse_keeping_bytes(source)
+    return _apply_to_module(module, fixes, def_names, first_party)[0].code + lost_ending
+
+
+def _apply_to_module(
+    module: cst.Module,
+    fixes: Sequence[Fix],
+    def_names: Sequence[str],
+    first_party: frozenset[str],
+    first_def: int = 0,
+    first_call: int = 0,
+    subtree_end: Optional[Sequence[int]] = None,
+) -> tuple[cst.Module, bool]:
+    """``module`` with the edits of ``fixes`` applied, and whether every edit addressed to a
+    definition found it; ``first_def``/``first_call``: the definition and call index of its
+    first ``class``/``def`` and call, when it is a slice of the file the analysis numbered;
+    ``subtree_end``: see ``_EditApplier``."""
     edits = [edit for fix in fixes for edit in fix.edits]
     imports = list(dict.fromkeys(name for fix in fixes for name in fix.imports))
-    updated = module.visit(_EditApplier(edits, def_names))
+    applier = _EditApplier(edits, def_names, first_def, first_call, subtree_end)
+    updated = module.visit(applier)
     body = list(updated.body)
     for edit in dict.fromkeys(e for e in edits if isinstance(e, ImportName)):
         body = _add_imported_name(body, edit)
@@ -73,7 +117,239 @@ def apply_fixes(
     module_statements = [e for e in edits if isinstance(e, InsertModuleStatement)]
     for edit in module_statements:
         body = _insert_after_imports(body, edit.code)
-    return updated.with_changes(body=body).code + lost_ending
+    return updated.with_changes(body=body), not any(applier.edits.values())
+
+
+# --- splicing ------------------------------------------------------------------------------
+#
+# LibCST's parse and print cost most of a fix, and a fix usually touches a few statements of a
+# long file. So the file is cut, at line breaks, into slices of whole top-level statements:
+# each statement an edit touches (its decorators, its body and the comments and blank lines
+# after it, up to the next top-level statement), and for edits of the module's imports, the
+# file's head up to the statement after the import block (and the module's last
+# ``pytestmark``, the first ``from module import`` ImportName extends). A class or function
+# that only gets decorators is sliced up to the end of its header, with a placeholder body.
+# Each slice is parsed as a module, edited as the whole module would be, printed, and put
+# back in place.
+#
+# A top-level statement starts a line with no open bracket and no indentation before it, so
+# LibCST parses it (with the lines owned by its blocks) the same alone as inside the file: the
+# text between the slices is what the whole-file path would print unchanged. Where that
+# cannot be shown cheaply the whole file is parsed as before: a file whose lines do not all
+# end alike in LF or CRLF (LibCST prints the newlines that are the module's default as it,
+# which a slice must then share), a form feed anywhere (LibCST may drop one),
+# a statement sharing a line with the one before or after it (``;``), a statement whose first
+# line is not where ``ast`` says (``@(`` decorators, a parenthesized expression statement), a
+# slice that does not print back as it was, or whose indentation unit (which new blocks get)
+# differs from the file's; and any error, which the whole-file path then reports as before.
+
+
+def _apply_spliced(
+    source: str,
+    fixes: Sequence[Fix],
+    def_names: Sequence[str],
+    first_party: frozenset[str],
+    tree: ast.Module,
+    def_nodes: Sequence[ast.stmt],
+) -> Optional[str]:
+    """The fixed text, from slices of ``source``; None when it must be parsed whole."""
+    if len(def_nodes) != len(def_names):
+        return None
+    def_lines = [node.lineno for node in def_nodes]
+    subtree_end = [bisect.bisect_right(def_lines, node.end_lineno or 0, i + 1) for i, node in enumerate(def_nodes)]
+    crlf = source.count("\r\n")
+    newline = "\r\n" if crlf else "\n"
+    if source.count("\r") != crlf or (crlf and source.count("\n") != crlf) or "\f" in source or not tree.body:
+        return None  # lone or mixed carriage returns, form feeds: see above
+    statements = tree.body
+    line_starts = [0] + [match.end() for match in re.finditer("\n", source)]
+    first_lines = [_first_line(stmt, source, line_starts) for stmt in statements]
+    # Where each statement starts, for finding the statement of a line: a decorator line left
+    # out where unsure falls in no statement.
+    starts = [line or stmt.lineno for line, stmt in zip(first_lines, statements)]
+    edits = [edit for fix in fixes for edit in fix.edits]
+
+    def statement_of(line: int) -> int:
+        index = bisect.bisect_right(starts, line) - 1
+        if index < 0 or line > statements[index].end_lineno:  # type: ignore[operator]
+            raise FixError(f"line {line} is in no top-level statement")
+        return index
+
+    call_lines: list[int] = []
+    if any(isinstance(edit, (AddArgument, ReplaceCallee)) for edit in edits):
+        # Numbered as ``ModuleAnalysis.call_index`` numbers them: by where they start.
+        call_lines = [
+            line
+            for line, *_ in sorted(
+                (node.lineno, node.col_offset, -(node.end_lineno or 0), -(node.end_col_offset or 0))
+                for node in ast.walk(tree)
+                if isinstance(node, ast.Call)
+            )
+        ]
+    # Each edit's top-level statement; the module's (None) go to the head of the file.
+    owner: list[Optional[int]] = []
+    for edit in edits:
+        if isinstance(edit, (AddArgument, ReplaceCallee)):
+            owner.append(statement_of(call_lines[edit.call]))
+        elif isinstance(edit, (ImportName, InsertModuleStatement)) or getattr(edit, "target", None) is None:
+            owner.append(None)
+        else:
+            owner.append(statement_of(def_lines[edit.target]))  # type: ignore[union-attr]
+    head_end = -1
+    if any(fix.imports for fix in fixes) or None in owner:
+        head_end = _head_end(statements, edits)
+        if head_end is None:
+            return None
+    # [first, last] top-level statement of each slice, in order, overlapping ones merged.
+    spans: list[list[int]] = [[0, head_end]] if head_end >= 0 else []
+    for index in sorted({index for index in owner if index is not None}):
+        if spans and index <= spans[-1][1]:
+            continue
+        spans.append([index, index])
+    for first, last in spans:
+        if first > 0 and (first_lines[first] is None or first_lines[first] <= statements[first - 1].end_lineno):  # type: ignore[operator]
+            return None
+        if last + 1 < len(statements) and (
+            first_lines[last + 1] is None or first_lines[last + 1] <= statements[last].end_lineno  # type: ignore[operator]
+        ):
+            return None
+    indent = _default_indent(source)
+    pieces: list[str] = []
+    done = 0
+    for first, last in spans:
+        start = 0 if first == 0 else line_starts[starts[first] - 1]
+        end = line_starts[starts[last + 1] - 1] if last + 1 < len(statements) else len(source)
+        in_slice = [edit for edit, index in zip(edits, owner) if index is not None and first <= index <= last]
+        # A class (or function) that ends the slice and at most gets decorators (the one after
+        # the imports gets blank lines above): its lines up to the end of its header, with a
+        # placeholder body, rather than all of it.
+        stub = ""
+        if all(_decorates(edit, statements[last], def_lines) for edit, index in zip(edits, owner) if index == last):
+            header_end = _header_end(statements[last], source, line_starts)
+            if header_end is not None:
+                end, stub = line_starts[header_end], f"{indent}pass{newline}"
+        text = source[start:end] + stub
+        if text.rstrip("\r\n").endswith("\\"):
+            return None  # a line continuation into the next statement's lines
+        module = cst.parse_module(text)
+        if module.code != text or module.default_indent != indent or module.default_newline != newline:
+            return None
+        if stub and not _is_stub(module.body[-1]):
+            return None
+        slice_fixes = [Fix(tuple(in_slice))]
+        if first == 0 and head_end >= 0:
+            in_slice += [edit for edit, index in zip(edits, owner) if index is None]
+            slice_fixes = [Fix(tuple(in_slice), tuple(name for fix in fixes for name in fix.imports))]
+            block_end = _import_block(list(module.body))[1]
+            if block_end >= len(module.body) and last + 1 < len(statements):
+                return None  # the import block may go on after the slice
+        first_def = bisect.bisect_left(def_lines, starts[first]) if first else 0
+        first_call = bisect.bisect_left(call_lines, starts[first]) if first else 0
+        fixed, every_edit_applied = _apply_to_module(
+            module, slice_fixes, def_names, first_party, first_def, first_call, subtree_end
+        )
+        code = fixed.code
+        if not every_edit_applied or not code.endswith(stub):
+            return None
+        pieces += [source[done:start], code[: len(code) - len(stub)]]
+        done = end
+    return "".join(pieces) + source[done:]
+
+
+def _decorates(edit: Edit, stmt: ast.stmt, def_lines: Sequence[int]) -> bool:
+    """Whether ``edit`` inserts a decorator of ``stmt`` itself (a top-level class or def)."""
+    return isinstance(edit, InsertDecorator) and def_lines[edit.target] == stmt.lineno
+
+
+def _header_end(stmt: ast.stmt, source: str, line_starts: Sequence[int]) -> Optional[int]:
+    """The last line of a ``class``/``def`` statement's header (up to its colon), when its
+    body starts on a later line: the last line before the body's first statement that is not
+    blank or a comment. A wrong guess (a ``#`` line in a string) fails to parse as a header."""
+    body = getattr(stmt, "body", None)
+    if not isinstance(stmt, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) or not body:
+        return None
+    line = min([d.lineno for d in getattr(body[0], "decorator_list", [])] + [body[0].lineno]) - 1
+    while line > stmt.lineno and source[line_starts[line - 1] : line_starts[line]].lstrip()[:1] in ("", "#"):
+        line -= 1
+    return line if line >= stmt.lineno else None
+
+
+def _is_stub(stmt: cst.BaseStatement) -> bool:
+    """Whether ``stmt`` is a ``class``/``def`` whose body is only the placeholder ``pass``."""
+    if not isinstance(stmt, (cst.ClassDef, cst.FunctionDef)):
+        return False
+    block = stmt.body
+    return (
+        isinstance(block, cst.IndentedBlock)
+        and len(block.body) == 1
+        and isinstance(block.body[0], cst.SimpleStatementLine)
+        and [type(s) for s in block.body[0].body] == [cst.Pass]
+        and not block.footer
+    )
+
+
+def _first_line(stmt: ast.stmt, source: str, line_starts: Sequence[int]) -> Optional[int]:
+    """The line a top-level statement starts on (its first decorator's), when sure of it:
+    ``ast`` places a statement where its first token after any opening bracket is."""
+    if stmt.col_offset != 0:
+        return None  # ``(call())``
+    decorators = getattr(stmt, "decorator_list", None)
+    if not decorators:
+        return stmt.lineno
+    line = decorators[0].lineno
+    return line if source.startswith("@", line_starts[line - 1]) else None  # not ``@(`` or ``@\\``
+
+
+def _head_end(statements: Sequence[ast.stmt], edits: Sequence[Edit]) -> Optional[int]:
+    """The last top-level statement the module's edits may touch: the one after the leading
+    docstring and imports (new imports and statements give it blank lines above), the first
+    ``from module import`` of each ``ImportName``, the last ``pytestmark =`` (a module's
+    ``ExtendPytestmark``); None when one is missing (the whole-file path reports that)."""
+    last = 0
+    while last < len(statements) and (
+        isinstance(statements[last], (ast.Import, ast.ImportFrom)) or (last == 0 and _is_ast_docstring(statements[0]))
+    ):
+        last += 1
+    last = min(last, len(statements) - 1)
+    for edit in edits:
+        if isinstance(edit, ImportName):
+            found = [
+                i
+                for i, stmt in enumerate(statements)
+                if isinstance(stmt, ast.ImportFrom)
+                and stmt.level == 0
+                and stmt.module == edit.module
+                and all(alias.name != "*" for alias in stmt.names)
+            ]
+        elif isinstance(edit, ExtendPytestmark) and edit.target is None:
+            found = [
+                i
+                for i, stmt in enumerate(statements)
+                if isinstance(stmt, ast.Assign)
+                and any(isinstance(target, ast.Name) and target.id == "pytestmark" for target in stmt.targets)
+            ][-1:]
+        else:
+            continue
+        if not found:
+            return None
+        last = max(last, found[0])
+    return last
+
+
+def _is_ast_docstring(stmt: ast.stmt) -> bool:
+    return isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str)
+
+
+def _default_indent(source: str) -> Optional[str]:
+    """The indentation LibCST gives new blocks in ``source``: its first indented block's (None
+    when the file does not tokenize)."""
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(source).readline):
+            if token.type == tokenize.INDENT:
+                return token.string
+    except (tokenize.TokenError, SyntaxError):
+        return None
+    return "    "
 
 
 def _blank() -> cst.EmptyLine:
@@ -115,8 +391,26 @@ def _is_docstring(stmt: cst.BaseStatement) -> bool:
 
 
 class _EditApplier(cst.CSTTransformer):
-    def __init__(self, edits: Sequence[Edit], def_names: Sequence[str]) -> None:
+    """Applies the edits in one pass. With ``subtree_end`` (for each definition index, the
+    index after the definitions nested in it), the children of a definition that holds no
+    edited definition are not visited once no call edit is left (their numbers are skipped):
+    the visit costs more than the parse."""
+
+    def __init__(
+        self,
+        edits: Sequence[Edit],
+        def_names: Sequence[str],
+        first_def: int = 0,
+        first_call: int = 0,
+        subtree_end: Optional[Sequence[int]] = None,
+    ) -> None:
         self.def_names = def_names
+        self.subtree_end = subtree_end
+        # Definitions whose nodes ``_leave`` must see: edited ones, and those ``InsertMethod`` places after.
+        self.targets = sorted(
+            {e.target for e in edits if getattr(e, "target", None) is not None}
+            | {e.after for e in edits if isinstance(e, InsertMethod) and e.after is not None}
+        )
         self.edits: dict[Optional[int], list[Edit]] = defaultdict(list)
         self.call_edits: dict[int, list[Union[AddArgument, ReplaceCallee]]] = defaultdict(list)
         for edit in edits:
@@ -124,10 +418,10 @@ class _EditApplier(cst.CSTTransformer):
                 self.call_edits[edit.call].append(edit)
             elif not isinstance(edit, (InsertModuleStatement, ImportName)):
                 self.edits[edit.target].append(edit)
-        self.next_call = 0
+        self.next_call = first_call
         # id() of each original call node -> its call index (see ``AddArgument``).
         self.call_of: dict[int, int] = {}
-        self.next_index = 0
+        self.next_index = first_def
         self.open_defs: list[int] = []
         # id() of each (updated) def node placed in the tree -> its definition index. The nodes
         # stay alive in the tree being built, so their ids stay unique.
@@ -140,11 +434,25 @@ class _EditApplier(cst.CSTTransformer):
         self.open_defs.append(index)
         self.next_index += 1
 
-    def visit_ClassDef(self, node: cst.ClassDef) -> None:
-        self._enter(node)
+    def _descends(self) -> bool:
+        """Whether the children of the definition just entered need visiting."""
+        if self.subtree_end is None or self.call_edits:
+            return True
+        index = self.open_defs[-1]
+        end = self.subtree_end[index]
+        position = bisect.bisect_right(self.targets, index)
+        if position < len(self.targets) and self.targets[position] < end:
+            return True
+        self.next_index = end
+        return False
 
-    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+    def visit_ClassDef(self, node: cst.ClassDef) -> bool:
         self._enter(node)
+        return self._descends()
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
+        self._enter(node)
+        return self._descends()
 
     def leave_ClassDef(self, original_node: cst.ClassDef, updated_node: cst.ClassDef) -> cst.ClassDef:
         return self._leave(updated_node)
