@@ -135,10 +135,16 @@ class Cache:
         self._probes: dict[str, bool] = {}
         # Module lookups, by settings object (those of a folder are one object for the run).
         self._lookups: dict[tuple[str, str, bool, int], Optional[str]] = {}
-        self._settings: dict[int, Settings] = {}  # keeps the objects whose ids key ``_lookups`` alive
+        self._settings: dict[int, Settings] = {}  # keeps the objects whose ids key these alive
+        # Each settings object's shard (hashing the settings costs more than the lookup it serves;
+        # by id, since settings that compare equal may come from different folders).
+        self._where: dict[int, tuple[Path, str]] = {}
 
     def _shard(self, settings: Settings) -> tuple[tuple[Path, str], dict[str, Any]]:
-        where = (cache_folder(settings, self.override), settings_key(settings))
+        where = self._where.get(id(settings))
+        if where is None:
+            self._settings[id(settings)] = settings
+            where = self._where[id(settings)] = (cache_folder(settings, self.override), settings_key(settings))
         if where not in self._shards:
             self._shards[where] = _read_shard(where[0] / __version__ / f"{where[1]}.json")
         return where, self._shards[where]
