@@ -65,12 +65,16 @@ class Doctor:
         self.errors: dict[Path, str] = {}
         self.conftests: set[Path] = set()
         self._located: dict[Path, Optional[Path]] = {}
+        # Each folder of the files added, resolved once (many files share a folder).
+        self._resolved: dict[Path, Path] = {}
 
     def add(self, path: Path, result: FileResult) -> None:
         """One processed file's contribution (files with errors say nothing)."""
         if result.error:
             return
-        folder = path.absolute().parent.resolve()
+        folder = self._resolved.get(path.parent)
+        if folder is None:
+            folder = self._resolved[path.parent] = path.absolute().parent.resolve()
         key = self._project_key(folder)
         project = self.projects.get(key) if key is not None else None
         if project is None or key is None:
