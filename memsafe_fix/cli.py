@@ -24,6 +24,7 @@ from memsafe_fix.config import (
     ConfigSource,
     Settings,
     find_pytest_config,
+    nearest_configuration,
     settings_for,
     unknown_codes,
     valid_codes,
@@ -202,6 +203,7 @@ def memsafe_fix(
         raise typer.BadParameter("use either --config or --isolated")
     # Each run sees the files as they are now (tests and library callers run many in one process).
     settings_for.cache_clear()
+    nearest_configuration.cache_clear()
     find_pytest_config.cache_clear()
     project_environment.cache_clear()
     clear_caches()
