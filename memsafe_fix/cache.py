@@ -190,8 +190,7 @@ class Cache:
             same = status is not None and entry.get("stat") == status
             if status is not None and not same:
                 try:
-                    with open(key, "rb") as handle:
-                        same = digest(handle.read()) == entry.get("digest")
+                    same = digest(Path(key).read_bytes()) == entry.get("digest")
                 except OSError:
                     same = False
                 if same and settled:
