@@ -157,6 +157,7 @@ class Cache:
         self._probes: dict[str, bool] = {}
         # Module lookups, by settings object (those of a folder are one object for the run).
         self._lookups: dict[tuple[str, str, bool, int], Optional[str]] = {}
+        self._folders: dict[str, Path] = {}  # the importing folders of those, each made a Path once
         self._settings: dict[int, Settings] = {}  # keeps the objects whose ids key these alive
         # Each settings object's shard (hashing the settings costs more than the lookup it serves;
         # by id, since settings that compare equal may come from different folders).
@@ -247,7 +248,9 @@ class Cache:
         key = (dotted, folder, installed, id(settings))
         if key not in self._lookups:
             self._settings[id(settings)] = settings
-            now = find_module(dotted, Path(folder), settings, installed)
+            if folder not in self._folders:
+                self._folders[folder] = Path(folder)
+            now = find_module(dotted, self._folders[folder], settings, installed)
             self._lookups[key] = str(now) if now is not None else None
         return self._lookups[key]
 

@@ -101,10 +101,12 @@ def _module_file_in(root: Path, parts: tuple[str, ...]) -> Optional[Path]:
     """The file of the module at ``parts`` below ``root``. Folders share roots (the project
     root, ``src/``, installed packages), so each is probed once per run."""
     target = root.joinpath(*parts)
-    for candidate in (target.with_suffix(".py") if parts else None, target / "__init__.py"):
-        if candidate is not None and candidate.is_file():
-            return candidate
-    return None
+    if parts:
+        module = target.with_suffix(".py")
+        if module.is_file():
+            return module
+    package = target / "__init__.py"  # only built when needed: most lookups probe many roots
+    return package if package.is_file() else None
 
 
 def _project_roots(folder: Path, settings: Settings) -> tuple[Path, ...]:
