@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -137,6 +138,7 @@ def shared_group_names(
         return {}
     classes: dict[Path, list[str]] = {}
     owners: dict[str, set[Path]] = defaultdict(set)
+    group_of = lru_cache(maxsize=None)(class_group)  # a suite's files share many class names
     for path, settings in files:
         facts = known.get(path) if known is not None else None
         if facts is None:
@@ -154,11 +156,11 @@ def shared_group_names(
             continue
         classes[path] = names
         for name in classes[path]:
-            owners[class_group(name)].add(path)
-    pending = {(path, name) for path, names in classes.items() for name in names if len(owners[class_group(name)]) > 1}
+            owners[group_of(name)].add(path)
+    pending = {(path, name) for path, names in classes.items() for name in names if len(owners[group_of(name)]) > 1}
     found: dict[Path, dict[str, str]] = defaultdict(dict)
     for folders in range(MAX_QUALIFYING_FOLDERS + 1):
-        attempt = {key: _qualified(key[0], folders, class_group(key[1])) for key in pending}
+        attempt = {key: _qualified(key[0], folders, group_of(key[1])) for key in pending}
         holders = defaultdict(set)
         for (path, _), name in attempt.items():
             holders[name].add(path)
