@@ -277,8 +277,8 @@ class Cache:
         dependencies: Dependencies,
         facts: Optional[GroupFacts] = None,
     ) -> None:
-        """Keep a file's results; its status is the one noted before it was read (``status``),
-        or none (the next run compares its bytes)."""
+        """Keep a file's results, with the status noted before anything read it this run
+        (``_file_status``), if any and settled (else the next run compares its bytes)."""
         where, entries = self._shard(settings)
         key = str(path.absolute())
         status, settled = self._status.get(key, (None, False))

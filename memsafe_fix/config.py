@@ -382,14 +382,12 @@ def settings_for(directory: Path, source: ConfigSource = ConfigSource()) -> Sett
     directory = directory.resolve()
     values: dict[str, Any] = {}
     root: Optional[Path] = None
-    if source.isolated:
-        pass
-    elif source.file:
+    if source.file and not source.isolated:
         if is_file(source.file):
             table = _memsafe_table(source.file)
             values = _memsafe_values({} if table is None else table, source.file)
             root = source.file.parent
-    else:
+    elif not source.isolated:
         nearest = nearest_configuration(directory)
         if nearest is not None:
             root, configured = nearest
