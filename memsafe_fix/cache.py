@@ -4,8 +4,10 @@ Like ruff's and black's caches. A folder (``.memsafe_fix_cache`` next to the con
 the ``cache-dir`` setting, ``--cache-dir`` or ``MEMSAFE_FIX_CACHE_DIR``) holding a
 ``CACHEDIR.TAG`` (backup tools skip it), a ``.gitignore`` of ``*``, and one JSON file per
 memsafe-fix version, Python version and resolved settings: ``<version>/<key>.json``. Each
-file maps a checked file's absolute path to its entry: the SHA-256 of its bytes, the
-``xdist_group`` names the run gave its classes, its findings (with their fixes), the markers
+file maps a checked file's absolute path to its entry: the SHA-256 of its bytes and its
+status (size, modification and change times: when they are the same, the file is not read
+again), what the run's ``xdist_group`` naming read in it (``xdist_group.group_facts``) and the
+names it gave its classes, its findings (with their fixes), the markers
 it uses and registers, and what its analysis read elsewhere: the project modules looked up to
 resolve base classes and MSF004's ``patch`` targets (and the files found), the SHA-256 of
 every module read, and the ``conftest.py`` files looked for. An entry is used only when all of
@@ -27,6 +29,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -34,10 +37,11 @@ from memsafe_fix import __version__, edits
 from memsafe_fix.analysis.project import Dependencies, find_module
 from memsafe_fix.config import Settings
 from memsafe_fix.edits import Finding, Fix
+from memsafe_fix.rules.xdist_group import GroupFacts
 
 CACHE_DIR_NAME = ".memsafe_fix_cache"
 CACHE_DIR_ENV = "MEMSAFE_FIX_CACHE_DIR"
-FORMAT = 1
+FORMAT = 2  # 2: entries note the file status and what the xdist_group naming reads
 CACHEDIR_TAG = (
     "Signature: 8a477f597d28d172789f06886806bc55\n"
     "# This file is a cache directory tag created by memsafe-fix.\n"
@@ -49,8 +53,26 @@ CACHEDIR_TAG = (
 _EDITS = {cls.__name__: cls for cls in edits.Edit.__args__}  # type: ignore[attr-defined]
 
 
+# A file modified this shortly before its status is taken may be modified again within its
+# file system's timestamp granularity (FAT: 2 s) without a new status: its status is not kept,
+# and the next run compares its bytes instead (git's "racily clean" files).
+RACY_NANOSECONDS = 2_000_000_000
+
+
 def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def file_status(path: str) -> tuple[Optional[list[int]], bool]:
+    """(size, modification and change times in ns, or None when it cannot be read; whether
+    the file is old enough for them to vouch for its bytes next time). The change time is set
+    by the system on every change, whatever a tool does to the modification time."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None, False
+    settled = time.time_ns() - status.st_mtime_ns >= RACY_NANOSECONDS
+    return [status.st_size, status.st_mtime_ns, status.st_ctime_ns], settled
 
 
 def cache_folder(settings: Settings, override: Optional[Path] = None) -> Path:
@@ -159,19 +181,70 @@ class Cache:
         self._probes: dict[str, bool] = {}
         # Module lookups, by settings object (those of a folder are one object for the run).
         self._lookups: dict[tuple[str, str, bool, int], Optional[str]] = {}
-        self._settings: dict[int, Settings] = {}  # keeps the objects whose ids key ``_lookups`` alive
+        self._folders: dict[str, Path] = {}  # the importing folders of those, each made a Path once
+        self._settings: dict[int, Settings] = {}  # keeps the objects whose ids key these alive
+        # Each settings object's shard (hashing the settings costs more than the lookup it serves;
+        # by id, since settings that compare equal may come from different folders).
+        self._where: dict[int, tuple[Path, str]] = {}
+        # Each file's status, taken before anything reads it this run (``file_status``), and
+        # whether its entry's bytes are still its bytes.
+        self._status: dict[str, tuple[Optional[list[int]], bool]] = {}
+        self._unchanged: dict[str, bool] = {}
 
     def _shard(self, settings: Settings) -> tuple[tuple[Path, str], dict[str, Any]]:
-        where = (cache_folder(settings, self.override), settings_key(settings))
+        where = self._where.get(id(settings))
+        if where is None:
+            self._settings[id(settings)] = settings
+            where = self._where[id(settings)] = (cache_folder(settings, self.override), settings_key(settings))
         if where not in self._shards:
             self._shards[where] = _read_shard(where[0] / __version__ / f"{where[1]}.json")
         return where, self._shards[where]
 
-    def lookup(self, path: Path, settings: Settings, data: bytes, groups: Optional[dict[str, str]]) -> Optional[Hit]:
-        """The cached results for ``path`` with these bytes, when still valid."""
-        _, entries = self._shard(settings)
-        entry = entries.get(str(path.absolute()))
-        if not isinstance(entry, dict) or entry.get("digest") != digest(data):
+    def _file_status(self, key: str) -> tuple[Optional[list[int]], bool]:
+        """``file_status`` of the file, taken once per run: the first time the run asks, before
+        anything reads the file (the entry stored for it keeps this status)."""
+        if key not in self._status:
+            self._status[key] = file_status(key)
+        return self._status[key]
+
+    def _same_bytes(self, key: str, entry: dict[str, Any], where: tuple[Path, str]) -> bool:
+        """Whether the file still has the bytes its entry was made from: the same status, else
+        the same SHA-256 (then the new status is kept, and the next run reads no bytes)."""
+        if key not in self._unchanged:
+            status, settled = self._file_status(key)
+            same = status is not None and entry.get("stat") == status
+            if status is not None and not same:
+                try:
+                    same = digest(Path(key).read_bytes()) == entry.get("digest")
+                except OSError:
+                    same = False
+                if same and settled:
+                    entry["stat"] = status
+                    self._changed.add(where)
+            self._unchanged[key] = same
+        return self._unchanged[key]
+
+    def group_facts(self, path: Path, settings: Settings) -> Optional[GroupFacts]:
+        """What ``xdist_group``'s naming read in the file last time, when its bytes are the same.
+        Asked first for every file of a run (see ``_file_status``)."""
+        key = str(path.absolute())
+        self._file_status(key)
+        where, entries = self._shard(settings)
+        entry = entries.get(key)
+        if not isinstance(entry, dict) or not self._same_bytes(key, entry, where):
+            return None
+        try:
+            markers, classes = entry["group_facts"]
+            return [str(m) for m in markers], None if classes is None else [str(c) for c in classes]
+        except (KeyError, TypeError, ValueError):
+            return None  # not noted (the run did not read it), or not of this shape
+
+    def lookup(self, path: Path, settings: Settings, groups: Optional[dict[str, str]]) -> Optional[Hit]:
+        """The cached results for ``path``, when still valid."""
+        key = str(path.absolute())
+        where, entries = self._shard(settings)
+        entry = entries.get(key)
+        if not isinstance(entry, dict) or not self._same_bytes(key, entry, where):
             return None
         try:
             if entry["groups"] != groups or not self._still_valid(entry, settings):
@@ -199,7 +272,9 @@ class Cache:
         key = (dotted, folder, installed, id(settings))
         if key not in self._lookups:
             self._settings[id(settings)] = settings
-            now = find_module(dotted, Path(folder), settings, installed)
+            if folder not in self._folders:
+                self._folders[folder] = Path(folder)
+            now = find_module(dotted, self._folders[folder], settings, installed)
             self._lookups[key] = str(now) if now is not None else None
         return self._lookups[key]
 
@@ -224,10 +299,17 @@ class Cache:
         groups: Optional[dict[str, str]],
         hit: Hit,
         dependencies: Dependencies,
+        facts: Optional[GroupFacts] = None,
     ) -> None:
+        """Keep a file's results, with the status noted before anything read it this run
+        (``_file_status``), if any and settled (else the next run compares its bytes)."""
         where, entries = self._shard(settings)
-        entries[str(path.absolute())] = {
+        key = str(path.absolute())
+        status, settled = self._status.get(key, (None, False))
+        entries[key] = {
             "digest": file_digest,
+            "stat": status if settled else None,
+            "group_facts": facts,
             "groups": groups,
             "findings": _encode_findings(hit.findings),
             "markers": sorted(hit.markers),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import multiprocessing
 import os
 import signal
 import sys
@@ -10,7 +11,7 @@ from contextlib import closing
 from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import Iterator, List, NoReturn, Optional
 
 import typer
 
@@ -24,6 +25,7 @@ from memsafe_fix.config import (
     ConfigSource,
     Settings,
     find_pytest_config,
+    nearest_configuration,
     settings_for,
     unknown_codes,
     valid_codes,
@@ -202,6 +204,7 @@ def memsafe_fix(
         raise typer.BadParameter("use either --config or --isolated")
     # Each run sees the files as they are now (tests and library callers run many in one process).
     settings_for.cache_clear()
+    nearest_configuration.cache_clear()
     find_pytest_config.cache_clear()
     project_environment.cache_clear()
     clear_caches()
@@ -442,9 +445,31 @@ def main() -> None:
     try:
         _main()
     except BrokenPipeError:
-        # The reader went away (`memsafe-fix rule MSF002 | head`): stop quietly, as cat does.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(EXIT_ERROR)
+        _reader_gone()
+    except SystemExit as done:
+        _exit_now(done)
+
+
+def _reader_gone() -> NoReturn:
+    # The reader went away (`memsafe-fix rule MSF002 | head`): stop quietly, as cat does.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(EXIT_ERROR)
+
+
+def _exit_now(done: SystemExit) -> NoReturn:
+    """End the process once the command is done, output flushed, without the interpreter's
+    teardown: freeing one by one every object a run made costs a tenth of a warm ``--check``
+    (mypy exits the same way). Nothing else is pending by then: the worker pool is shut down,
+    temporary folders removed, the cache written. Not with worker processes still alive."""
+    code = done.code
+    if not (code is None or isinstance(code, int)) or multiprocessing.active_children():
+        raise done
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:
+        _reader_gone()
+    os._exit(code or 0)
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -382,21 +382,35 @@ def settings_for(directory: Path, source: ConfigSource = ConfigSource()) -> Sett
     directory = directory.resolve()
     values: dict[str, Any] = {}
     root: Optional[Path] = None
-    if source.isolated:
-        candidates = []
-    elif source.file:
-        candidates = [source.file]
-    else:
-        candidates = [d / "pyproject.toml" for d in (directory, *directory.parents)]
-    for pyproject in candidates:
-        if is_file(pyproject):
-            tool = read_toml(pyproject).get("tool", {})
-            if not isinstance(tool, dict):
-                raise ConfigError(f"{pyproject}: `tool` must be a table", pyproject)
-            table = tool.get("memsafe-fix")
-            if table is not None or source.file:
-                values = _memsafe_values({} if table is None else table, pyproject)
-                root = pyproject.parent
-                break
+    if source.file and not source.isolated:
+        if is_file(source.file):
+            table = _memsafe_table(source.file)
+            values = _memsafe_values({} if table is None else table, source.file)
+            root = source.file.parent
+    elif not source.isolated:
+        nearest = nearest_configuration(directory)
+        if nearest is not None:
+            root, configured = nearest
+            values = dict(configured)
     values.update(_pytest_options(directory))
     return source.apply(replace(Settings(), root=root, **values))
+
+
+@lru_cache(maxsize=None)
+def nearest_configuration(directory: Path) -> Optional[tuple[Path, dict[str, Any]]]:
+    """The folder of the nearest ``pyproject.toml`` with a ``[tool.memsafe-fix]`` table at or
+    above the resolved ``directory``, and the table's values. From the parent's answer: the
+    folders of a suite share their ancestors, each looked at once. Callers do not change it."""
+    pyproject = directory / "pyproject.toml"
+    table = _memsafe_table(pyproject) if is_file(pyproject) else None
+    if table is not None:
+        return directory, _memsafe_values(table, pyproject)
+    return None if directory.parent == directory else nearest_configuration(directory.parent)
+
+
+def _memsafe_table(pyproject: Path) -> Any:
+    """The ``[tool.memsafe-fix]`` table of a ``pyproject.toml`` (None without one)."""
+    tool = read_toml(pyproject).get("tool", {})
+    if not isinstance(tool, dict):
+        raise ConfigError(f"{pyproject}: `tool` must be a table", pyproject)
+    return tool.get("memsafe-fix")

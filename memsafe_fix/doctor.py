@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import itertools
 import re
 import sys
 from dataclasses import replace
@@ -65,12 +66,16 @@ class Doctor:
         self.errors: dict[Path, str] = {}
         self.conftests: set[Path] = set()
         self._located: dict[Path, Optional[Path]] = {}
+        # Each folder of the files added, resolved once (many files share a folder).
+        self._resolved: dict[Path, Path] = {}
 
     def add(self, path: Path, result: FileResult) -> None:
         """One processed file's contribution (files with errors say nothing)."""
         if result.error:
             return
-        folder = path.absolute().parent.resolve()
+        folder = self._resolved.get(path.parent)
+        if folder is None:
+            folder = self._resolved[path.parent] = path.absolute().parent.resolve()
         key = self._project_key(folder)
         project = self.projects.get(key) if key is not None else None
         if project is None or key is None:
@@ -130,8 +135,14 @@ class Doctor:
         """Markers registered by the conftest.py files pytest loads for these tests (from the
         configuration's folder down to each test folder) that the run did not process."""
         top = project.location.parent.resolve()
+        # Test folders share the levels above them: from a level already looked at, the way up
+        # is the same, and was looked at too.
+        seen: set[Path] = set()
         for folder in folders:
-            for level in (folder, *folder.parents):
+            for level in itertools.chain((folder,), folder.parents):
+                if level in seen:
+                    break
+                seen.add(level)
                 conftest = level / "conftest.py"
                 if conftest not in self.conftests and conftest.is_file():
                     self.conftests.add(conftest)

@@ -39,7 +39,7 @@ from memsafe_fix.report import unified_diff
 from memsafe_fix.rules import ALL_RULES, Context
 from memsafe_fix.rules.async_patch import AsyncPatch
 from memsafe_fix.rules.release_state import preset_module_facts
-from memsafe_fix.rules.xdist_group import shared_group_names
+from memsafe_fix.rules.xdist_group import GroupFacts, group_facts, shared_group_names
 
 # Below this many files, starting worker processes costs more than it saves.
 PARALLEL_THRESHOLD = 32
@@ -81,10 +81,11 @@ class FileResult:
     # Of those, the ones only this run's fixes add.
     added_markers: frozenset[str] = frozenset()
     registered: frozenset[str] = frozenset()
-    # With ``Job.record``: the SHA-256 of the bytes analysed and what the analysis read
-    # elsewhere, for the cache.
+    # With ``Job.record``: the SHA-256 of the bytes analysed, what the analysis read
+    # elsewhere, and what the run's ``xdist_group`` naming reads in those bytes, for the cache.
     digest: Optional[str] = None
     dependencies: Optional[Dependencies] = None
+    group_facts: Optional[GroupFacts] = None
 
 
 @dataclass(frozen=True)
@@ -272,6 +273,8 @@ def _process(job: Job, data: Optional[bytes]) -> FileResult:
             data = job.path.read_bytes()
         if job.record:
             result.digest = digest(data)
+            # Read as ``shared_group_names`` reads a file, so that a warm run need not.
+            result.group_facts = group_facts(data.decode("utf-8", "replace"), job.path, job.settings)
         source, encoding = read_source(data)
     except OSError as exc:
         result.error = f"{job.display}:1:1: error: cannot read file: {exc.strerror or exc}"
@@ -426,23 +429,53 @@ def run(jobs: list[Job], workers: Optional[int] = None, cache: Optional[Cache] =
     Closing the iterator early (an interrupt, SIGTERM) cancels the run: no file is written
     after that, and the workers exit. With a ``cache``, files whose entry is still valid are
     not processed again, and the results of the others are stored in it."""
-    shared = shared_group_names([(job.path, job.settings) for job in jobs])
+    # With a cache, the naming takes what it reads of an unchanged file from there (the status
+    # of each file is taken here, before anything reads it: it goes with the file's new entry).
+    known: dict[Path, GroupFacts] = {}
+    if cache is not None:
+        for job in jobs:
+            facts = cache.group_facts(job.path, job.settings)
+            if facts is not None:
+                known[job.path] = facts
+    shared = shared_group_names([(job.path, job.settings) for job in jobs], known)
     jobs = [replace(job, group_names=shared[job.path]) if job.path in shared else job for job in jobs]
     if cache is None:
         yield from _run(jobs, workers)
         return
     jobs = [replace(job, record=True) for job in jobs]
-    cached = [_cached(job, cache) for job in jobs]
+    cached = _all_cached(jobs, cache)
+    # The shard read and the results taken from it stay until the run ends: the collector need
+    # not walk them in every full collection (unless a caller froze objects of its own).
+    freezing = gc.get_freeze_count() == 0
+    if freezing:
+        gc.freeze()
     fresh = _run([job for job, hit in zip(jobs, cached) if hit is None], workers)
-    with closing(fresh):
-        for number, (job, hit) in enumerate(zip(jobs, cached), 1):
-            result = hit
-            if result is None:
-                result = next(fresh)
-                _store(job, result, cache)
-            if number == len(jobs):
-                cache.save()  # before the last result: a caller may stop asking once it has it
-            yield result
+    try:
+        with closing(fresh):
+            for number, (job, hit) in enumerate(zip(jobs, cached), 1):
+                result = hit
+                if result is None:
+                    result = next(fresh)
+                    _store(job, result, cache)
+                if number == len(jobs):
+                    cache.save()  # before the last result: a caller may stop asking once it has it
+                yield result
+    finally:
+        if freezing:
+            gc.unfreeze()
+
+
+def _all_cached(jobs: list[Job], cache: Cache) -> list[Optional[FileResult]]:
+    """Each job's result from the cache, or None. The cyclic collector is off meanwhile: the
+    shard read and the results built are many objects and no cycles, which it would otherwise
+    walk again and again (with the freezing in ``run``: a tenth of a warm run)."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return [_cached(job, cache) for job in jobs]
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def _cached(job: Job, cache: Cache) -> Optional[FileResult]:
@@ -451,11 +484,7 @@ def _cached(job: Job, cache: Cache) -> Optional[FileResult]:
     files with nothing to fix."""
     if job.verbose:
         return None
-    try:
-        data = job.path.read_bytes()
-    except OSError:
-        return None
-    hit = cache.lookup(job.path, job.settings, data, job.group_names)
+    hit = cache.lookup(job.path, job.settings, job.group_names)
     if hit is None or (job.mode is not Mode.CHECK and any(f.fixable for f in hit.findings)):
         return None
     return FileResult(
@@ -473,7 +502,7 @@ def _store(job: Job, result: FileResult, cache: Cache) -> None:
     if result.error or result.fixed or result.digest is None or result.dependencies is None:
         return
     hit = Hit(result.findings, result.markers, result.added_markers, result.registered)
-    cache.store(job.path, job.settings, result.digest, job.group_names, hit, result.dependencies)
+    cache.store(job.path, job.settings, result.digest, job.group_names, hit, result.dependencies, result.group_facts)
 
 
 def _run(jobs: list[Job], workers: Optional[int]) -> Iterator[FileResult]:

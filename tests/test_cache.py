@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -235,3 +236,111 @@ def test_a_damaged_or_foreign_cache_is_ignored(project: Path, analysed: list[str
     analysed.clear()
     assert run("--check", ".") == expected
     assert analysed == []
+
+
+def _settle(root: Path) -> None:
+    """Date every file an hour back: a file modified just before a run is compared by its
+    bytes next time (``cache.RACY_NANOSECONDS``), one modified long before by its status."""
+    hour_ago = time.time() - 3600
+    for path in root.rglob("*"):
+        os.utime(path, (hour_ago, hour_ago))
+
+
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Path]]:
+    """The files read with ``Path.read_bytes`` (the engine, the naming's text scan and the
+    cache's SHA-256 comparisons all read that way)."""
+    seen: list[Path] = []
+    read_bytes = Path.read_bytes
+
+    def counting(self: Path) -> bytes:
+        seen.append(self.absolute())
+        return read_bytes(self)
+
+    monkeypatch.setattr(Path, "read_bytes", counting)
+    yield seen
+
+
+def test_an_unchanged_file_is_not_read_again(project: Path, analysed: list[str], reads: list[Path]) -> None:
+    _settle(project)
+    expected = run("--check", ".", "--no-cache")
+    assert run("--check", ".") == expected
+    reads.clear()
+    analysed.clear()
+    assert run("--check", ".") == expected
+    assert analysed == []
+    # Neither hashed nor scanned for class names; the modules their analysis read (the one a
+    # test patches, the conftest whose fixtures the tests use) are still compared by content.
+    names = {path.name for path in reads}
+    assert names & set(ALL) == {"conftest.py"}
+    assert "client.py" in names
+
+
+def test_a_file_touched_or_changed_within_the_timestamp_granularity(
+    project: Path, analysed: list[str], reads: list[Path]
+) -> None:
+    _settle(project)
+    test = project / "tests" / "test_client.py"
+    expected = run("--check", ".", "--no-cache")
+    run("--check", ".")
+    # Touched: the same bytes are found by their SHA-256, and the new status kept.
+    os.utime(test)
+    os.utime(test, ns=(test.stat().st_atime_ns, test.stat().st_mtime_ns - cache.RACY_NANOSECONDS))
+    analysed.clear()
+    reads.clear()
+    assert run("--check", ".") == expected
+    assert analysed == [] and test in reads
+    reads.clear()
+    assert run("--check", ".") == expected
+    assert test not in reads
+    # Other bytes of the same size with the old modification time (a tool restoring it, or a
+    # change within the same tick): the change time still differs, so the bytes are compared.
+    status = test.stat()
+    changed = TEST.replace("def test_other", "def test_otter")
+    assert len(changed) == len(TEST)
+    test.write_text(changed)
+    os.utime(test, ns=(status.st_atime_ns, status.st_mtime_ns))
+    analysed.clear()
+    code, output = run("--check", ".")
+    assert analysed == ["test_client.py"]
+    assert (code, output) == run("--check", ".", "--no-cache")
+    assert "test_otter" in output
+
+
+def test_a_file_saved_just_before_the_run_keeps_no_status(project: Path) -> None:
+    run("--check", ".")  # the fixture wrote these two just now (and copied the others, dates kept)
+    (shard,) = shards(project)
+    entries = json.loads(shard.read_text())["entries"]
+    fresh = [str(project / "tests" / name) for name in ("test_client.py", "test_plain.py")]
+    assert [entries[path]["stat"] for path in fresh] == [None, None]
+    _settle(project)
+    run("--check", ".")  # the same bytes: the entries now keep the settled status
+    entries = json.loads(shard.read_text())["entries"]
+    assert all(isinstance(entry["stat"], list) for entry in entries.values())
+
+
+def test_group_names_from_the_cache_are_those_read_from_the_files(
+    project: Path, analysed: list[str], reads: list[Path]
+) -> None:
+    """The class names and markers the naming takes from the cache for unchanged files give
+    the names a run reading every file gives, when a new file shares a class's name."""
+    mocked_class = (
+        "from unittest.mock import MagicMock\n\n\nclass TestSend:\n    def test_a(self):\n        MagicMock()\n"
+    )
+    (project / "tests" / "test_send.py").write_text(mocked_class)
+    _settle(project)
+    run("--check", ".")
+    old, new = project / "tests" / "test_send.py", project / "tests" / "notifier" / "test_send.py"
+    new.write_text(mocked_class)
+    expected = run("--check", ".", "--no-cache")
+    analysed.clear()
+    reads.clear()
+    assert run("--check", ".") == expected
+    # The old file's entry did not have the run's group names: it was analysed again, but its
+    # class names came from the cache (read once, to analyse it; the new one twice).
+    assert sorted(analysed) == ["test_send.py", "test_send.py"]
+    assert (reads.count(old), reads.count(new)) == (1, 2)
+    (shard,) = shards(project)
+    entries = json.loads(shard.read_text())["entries"]
+    groups = [entries[str(path)]["groups"] for path in (old, new)]
+    assert groups == [{"TestSend": "tests.send.send"}, {"TestSend": "notifier.send.send"}]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -249,6 +250,28 @@ def test_console_script_subprocess(project: Path) -> None:
     assert completed.returncode == 1
     assert completed.stdout.startswith("--- a/tests/test_a.py")
     assert "Would fix 2 findings in 1 file." in completed.stderr
+
+
+def test_console_script_ends_with_all_its_output_and_its_exit_code(project: Path) -> None:
+    """The command ends its process without the interpreter's teardown (``cli._exit_now``):
+    what it printed still arrives whole through pipes, with its exit code, cold and warm."""
+    for number in range(200):
+        (project / "tests" / f"test_{number}.py").write_text(MOCK_CLASS)
+    script = Path(sys.executable).with_name("memsafe-fix")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "memsafe_fix"]
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*command, *args], capture_output=True, text=True, timeout=300)
+
+    as_json = ("--check", "--output-format", "json", "tests")
+    cold, warm, again = run(*as_json, "--no-cache"), run(*as_json), run(*as_json)
+    assert cold.returncode == warm.returncode == again.returncode == 1
+    assert cold.stdout == warm.stdout == again.stdout
+    assert len(cold.stdout) > 65536  # more than a pipe holds: written while the test reads
+    assert len(json.loads(cold.stdout)) == 400
+    text = run("--check", "tests")
+    assert text.returncode == 1 and text.stdout.endswith("Found 400 findings (400 fixable with `--write`).\n")
+    assert [r.returncode for r in (run("--check", "--exit-zero", "tests"), run("--check", "missing"))] == [0, 2]
 
 
 def test_bases_imported_from_project_modules_are_resolved(project: Path) -> None:

@@ -27,10 +27,19 @@ def project_root(directory: Path) -> Path:
     ``setup.py``/``setup.cfg``, or a ``.git``/``.hg`` root. A ``pyproject.toml`` with tool
     settings only (a ``tests/pyproject.toml`` holding ``[tool.ruff]``) is not the project; the
     nearest one counts only when nothing else is found."""
-    for folder in (directory, *directory.parents):
-        if any((folder / marker).exists() for marker in ROOT_MARKERS) or _declares_project(folder / "pyproject.toml"):
-            return folder
+    marked = _marked_project(directory)
+    if marked is not None:
+        return marked
     return next((f for f in (directory, *directory.parents) if (f / "pyproject.toml").is_file()), directory)
+
+
+@lru_cache(maxsize=None)
+def _marked_project(directory: Path) -> Optional[Path]:
+    """The nearest folder with a project marker, from the answer for the parent: the folders of
+    a suite share their ancestors, each looked at once."""
+    if any((directory / marker).exists() for marker in ROOT_MARKERS) or _declares_project(directory / "pyproject.toml"):
+        return directory
+    return None if directory.parent == directory else _marked_project(directory.parent)
 
 
 def _declares_project(pyproject: Path) -> bool:
@@ -92,18 +101,26 @@ def _module_file_in(root: Path, parts: tuple[str, ...]) -> Optional[Path]:
     """The file of the module at ``parts`` below ``root``. Folders share roots (the project
     root, ``src/``, installed packages), so each is probed once per run."""
     target = root.joinpath(*parts)
-    for candidate in (target.with_suffix(".py") if parts else None, target / "__init__.py"):
-        if candidate is not None and candidate.is_file():
-            return candidate
-    return None
+    if parts:
+        module = target.with_suffix(".py")
+        if module.is_file():
+            return module
+    package = target / "__init__.py"  # only built when needed: most lookups probe many roots
+    return package if package.is_file() else None
 
 
 def _project_roots(folder: Path, settings: Settings) -> tuple[Path, ...]:
     """Where the project's own modules are: ``source-roots``, the project root, ``src/``, the
     importing file's folder and the folder above its top-most package."""
+    return _roots_of(folder, settings.root, settings.source_roots)
+
+
+@lru_cache(maxsize=None)
+def _roots_of(folder: Path, settings_root: Optional[Path], source_roots: tuple[str, ...]) -> tuple[Path, ...]:
+    """``_project_roots``, once per folder (many modules are looked up from each)."""
     root = project_root(folder)
-    base = settings.root or root
-    configured = tuple(base / source_root for source_root in settings.source_roots)
+    base = settings_root or root
+    configured = tuple(base / source_root for source_root in source_roots)
     return (*configured, root, root / "src", folder, package_base(folder))
 
 
@@ -242,11 +259,13 @@ def clear_caches() -> None:
     """Forget what earlier runs in this process learnt about the file system."""
     for cached in (
         project_root,
+        _marked_project,
         package_base,
         _module_names,
         first_party_names,
         installed_roots,
         _find_module,
+        _roots_of,
         _module_file_in,
         _load_module,
     ):

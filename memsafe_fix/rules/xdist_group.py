@@ -51,7 +51,7 @@ import re
 from collections import defaultdict
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 from memsafe_fix.analysis.collection import matches_prefix_or_glob
 from memsafe_fix.analysis.markers import marker_name, marks_of
@@ -112,14 +112,34 @@ def _class_lines(text: str) -> Iterator[tuple[str, str]]:
             yield match.group(1), match.group(2)
 
 
-def shared_group_names(files: list[tuple[Path, Settings]]) -> dict[Path, dict[str, str]]:
+# What ``shared_group_names`` reads in one file: the group names its ``xdist_group`` markers
+# use, and its test classes (None when the file does not take the default naming).
+GroupFacts = tuple[list[str], Optional[list[str]]]
+
+
+def group_facts(text: str, path: Path, settings: Settings) -> GroupFacts:
+    markers = _GROUP_MARKER.findall(text)
+    if settings.group_name is not None or not settings.rule_enabled(XdistGroup.code, path):
+        return markers, None
+    classes = [
+        name
+        for name, rest in _class_lines(text)
+        if matches_prefix_or_glob(name, settings.python_classes) or "TestCase" in rest
+    ]
+    return markers, classes
+
+
+def shared_group_names(
+    files: list[tuple[Path, Settings]], known: Optional[dict[Path, GroupFacts]] = None
+) -> dict[Path, dict[str, str]]:
     """With the default naming, the group names of classes whose class-derived name other
     files of the run also derive or already use: for each file, class name -> the name
     qualified with the module (``openai.count_tokens``), and with parent folders until the
     files differ (``openai/test_tokens.py`` next to ``anthropic/test_tokens.py`` gives
     ``openai.tokens.count_tokens``). Read from the files' text, without parsing them: every
     class named like a test class counts, so a run over the same files always picks the same
-    names."""
+    names. ``known``: the facts of files already known (from the result cache), completed
+    here with those of the files read."""
     if not any(
         settings.group_name is None and settings.rule_enabled(XdistGroup.code, path) for path, settings in files
     ):
@@ -127,19 +147,21 @@ def shared_group_names(files: list[tuple[Path, Settings]]) -> dict[Path, dict[st
     classes: dict[Path, list[str]] = {}
     owners: dict[str, set[Path]] = defaultdict(set)
     for path, settings in files:
-        try:
-            text = path.read_bytes().decode("utf-8", "replace")
-        except OSError:
-            continue
-        for marker in _GROUP_MARKER.findall(text):
+        facts = known.get(path) if known is not None else None
+        if facts is None:
+            try:
+                text = path.read_bytes().decode("utf-8", "replace")
+            except OSError:
+                continue
+            facts = group_facts(text, path, settings)
+            if known is not None:
+                known[path] = facts
+        markers, names = facts
+        for marker in markers:
             owners[marker].add(path)
-        if settings.group_name is not None or not settings.rule_enabled(XdistGroup.code, path):
+        if names is None:
             continue
-        classes[path] = [
-            name
-            for name, rest in _class_lines(text)
-            if matches_prefix_or_glob(name, settings.python_classes) or "TestCase" in rest
-        ]
+        classes[path] = names
         for name in classes[path]:
             owners[class_group(name)].add(path)
     pending = {(path, name) for path, names in classes.items() for name in names if len(owners[class_group(name)]) > 1}
