@@ -53,9 +53,10 @@ CACHEDIR_TAG = (
 _EDITS = {cls.__name__: cls for cls in edits.Edit.__args__}  # type: ignore[attr-defined]
 
 
-# A file modified this shortly before its status is taken may be modified again within its
-# file system's timestamp granularity (FAT: 2 s) without a new status: its status is not kept,
-# and the next run compares its bytes instead (git's "racily clean" files).
+# A file modified (or, for the change time, restored to an older modification time: ``cp -p``,
+# ``tar``, ``rsync -t``) this shortly before its status is taken may be modified again within
+# its file system's timestamp granularity (FAT: 2 s) without a new status: its status is not
+# kept, and the next run compares its bytes instead (git's "racily clean" files).
 RACY_NANOSECONDS = 2_000_000_000
 
 
@@ -66,12 +67,13 @@ def digest(data: bytes) -> str:
 def file_status(path: str) -> tuple[Optional[list[int]], bool]:
     """(size, modification and change times in ns, or None when it cannot be read; whether
     the file is old enough for them to vouch for its bytes next time). The change time is set
-    by the system on every change, whatever a tool does to the modification time."""
+    by the system on every change, whatever a tool does to the modification time, so both
+    must be old enough: a change within the same tick as the last would keep it."""
     try:
         status = os.stat(path)
     except OSError:
         return None, False
-    settled = time.time_ns() - status.st_mtime_ns >= RACY_NANOSECONDS
+    settled = time.time_ns() - max(status.st_mtime_ns, status.st_ctime_ns) >= RACY_NANOSECONDS
     return [status.st_size, status.st_mtime_ns, status.st_ctime_ns], settled
 
 

@@ -9,6 +9,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Iterator
 
 import pytest
@@ -238,12 +239,15 @@ def test_a_damaged_or_foreign_cache_is_ignored(project: Path, analysed: list[str
     assert analysed == []
 
 
-def _settle(root: Path) -> None:
-    """Date every file an hour back: a file modified just before a run is compared by its
-    bytes next time (``cache.RACY_NANOSECONDS``), one modified long before by its status."""
+def _settle(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Date every file an hour back, and let the runs take place an hour later (a change time
+    cannot be dated back): a file modified just before a run is compared by its bytes next
+    time (``cache.RACY_NANOSECONDS``), one modified long before by its status."""
     hour_ago = time.time() - 3600
     for path in root.rglob("*"):
         os.utime(path, (hour_ago, hour_ago))
+    now_ns = time.time_ns
+    monkeypatch.setattr(cache, "time", SimpleNamespace(time_ns=lambda: now_ns() + 3600 * 10**9))
 
 
 @pytest.fixture
@@ -261,8 +265,10 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Path]]:
     yield seen
 
 
-def test_an_unchanged_file_is_not_read_again(project: Path, analysed: list[str], reads: list[Path]) -> None:
-    _settle(project)
+def test_an_unchanged_file_is_not_read_again(
+    project: Path, analysed: list[str], reads: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _settle(project, monkeypatch)
     expected = run("--check", ".", "--no-cache")
     assert run("--check", ".") == expected
     reads.clear()
@@ -277,9 +283,9 @@ def test_an_unchanged_file_is_not_read_again(project: Path, analysed: list[str],
 
 
 def test_a_file_touched_or_changed_within_the_timestamp_granularity(
-    project: Path, analysed: list[str], reads: list[Path]
+    project: Path, analysed: list[str], reads: list[Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _settle(project)
+    _settle(project, monkeypatch)
     test = project / "tests" / "test_client.py"
     expected = run("--check", ".", "--no-cache")
     run("--check", ".")
@@ -307,20 +313,24 @@ def test_a_file_touched_or_changed_within_the_timestamp_granularity(
     assert "test_otter" in output
 
 
-def test_a_file_saved_just_before_the_run_keeps_no_status(project: Path) -> None:
+def test_a_file_saved_just_before_the_run_keeps_no_status(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run("--check", ".")  # the fixture wrote these two just now (and copied the others, dates kept)
     (shard,) = shards(project)
     entries = json.loads(shard.read_text())["entries"]
     fresh = [str(project / "tests" / name) for name in ("test_client.py", "test_plain.py")]
     assert [entries[path]["stat"] for path in fresh] == [None, None]
-    _settle(project)
+    # The copies' modification times are old, their change times not: another copy within
+    # the same tick would keep both, so the copies keep no status either.
+    copied = [key for key in entries if "notifier" in Path(key).parts]
+    assert copied and all(entries[key]["stat"] is None for key in copied)
+    _settle(project, monkeypatch)
     run("--check", ".")  # the same bytes: the entries now keep the settled status
     entries = json.loads(shard.read_text())["entries"]
     assert all(isinstance(entry["stat"], list) for entry in entries.values())
 
 
 def test_group_names_from_the_cache_are_those_read_from_the_files(
-    project: Path, analysed: list[str], reads: list[Path]
+    project: Path, analysed: list[str], reads: list[Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The class names and markers the naming takes from the cache for unchanged files give
     the names a run reading every file gives, when a new file shares a class's name."""
@@ -328,7 +338,7 @@ def test_group_names_from_the_cache_are_those_read_from_the_files(
         "from unittest.mock import MagicMock\n\n\nclass TestSend:\n    def test_a(self):\n        MagicMock()\n"
     )
     (project / "tests" / "test_send.py").write_text(mocked_class)
-    _settle(project)
+    _settle(project, monkeypatch)
     run("--check", ".")
     old, new = project / "tests" / "test_send.py", project / "tests" / "notifier" / "test_send.py"
     new.write_text(mocked_class)
