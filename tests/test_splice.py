@@ -260,6 +260,84 @@ LAYOUTS = {
         """,
         True,
     ),
+    # Test classes inside top-level blocks: the whole block is the slice.
+    "class_in_type_checking_else": (
+        """\
+        from typing import TYPE_CHECKING
+        if TYPE_CHECKING:
+            pass
+        else:
+            class TestA:
+                def test_a(self):
+                    m = mock.Mock()
+                    m()
+        """,
+        True,
+    ),
+    "class_in_try": (
+        """\
+        try:
+            class TestA:
+                def test_a(self):
+                    m = mock.Mock()
+                    m()
+        except Exception:
+            pass
+        """,
+        True,
+    ),
+    "nested_classes": (
+        """\
+        class TestA:
+            class TestB:
+                def test_b(self):
+                    m = mock.Mock()
+                    m()
+            def test_a(self):
+                m = mock.Mock()
+                m()
+        """,
+        True,
+    ),
+    # ``ast`` gives the names NFKC-normalized (``Test``), LibCST as written (``Te\ufb06``).
+    "nfkc_names": (
+        """\
+        class Te\ufb06:
+            def test_\ufb01(self):
+                m = mock.Mock()
+                m()
+        def test_b():
+            m = mock.Mock()
+            m()
+        """,
+        True,
+    ),
+    # Its first block is indented with four spaces, this one with a tab after them.
+    "mixed_indentation": (
+        """\
+        class TestA:
+            def test_a(self):
+            \tm = mock.Mock()
+            \tm()
+        class TestB:
+        \tdef test_b(self):
+        \t    m = mock.Mock()
+        \t    m()
+        """,
+        False,
+    ),
+    "pytestmark_list_then_class": (
+        """\
+        pytestmark = [
+            pytest.mark.slow,
+        ]
+        class TestA:
+            def test_a(self):
+                m = mock.Mock()
+                m()
+        """,
+        True,
+    ),
 }
 
 
