@@ -155,33 +155,41 @@ def fix_source(
 ) -> tuple[str, list[Finding], list[Finding]]:
     """(new source, findings fixed, findings remaining). Raises ``SyntaxError`` for bad input
     and ``FixError`` when the result would not compile or would not be stable. ``module``: the
-    source's analysis, when the caller already has it."""
+    source's analysis, when the caller already has it; it is released here (see
+    ``ModuleAnalysis.release``) once the fix is made, before the fixed text is analysed, so
+    that a big file's two trees are never held at once."""
     if module is None:
         module = ModuleAnalysis(source, settings, module_name, path)
-    findings = _check(module, group_names)
-    fixable = [f for f in findings if f.fix is not None]
-    if not fixable:
-        return source, [], findings
-    from memsafe_fix.fixer import apply_fixes  # LibCST: only for a file with something to fix
-
-    def_names = [d.name for d in module.defs]
-    fixes = [f.fix for f in fixable if f.fix is not None]
-    new_source = apply_fixes(source, fixes, def_names, first_party, module.tree, [d.node for d in module.defs])
     try:
-        # One parse of the new text serves both the compile check and the re-check; compiling
-        # the tree still catches what ast.parse lets through (a misplaced __future__ import).
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", SyntaxWarning)  # about the user's code, not the fix
-            new_tree = ast.parse(new_source)
-            compile(new_tree, module_name, "exec", dont_inherit=True)
-    except SyntaxError as exc:
-        compile(module.tree, module_name, "exec", dont_inherit=True)  # the input's own error wins
-        raise FixError(f"the fixed file would not compile ({exc.msg}, line {exc.lineno})") from exc
+        findings = _check(module, group_names)
+        fixable = [f for f in findings if f.fix is not None]
+        if not fixable:
+            return source, [], findings
+        from memsafe_fix.fixer import apply_fixes  # LibCST: only for a file with something to fix
+
+        def_names = [d.name for d in module.defs]
+        fixes = [f.fix for f in fixable if f.fix is not None]
+        new_source = apply_fixes(source, fixes, def_names, first_party, module.tree, [d.node for d in module.defs])
+        try:
+            # One parse of the new text serves both the compile check and the re-check; compiling
+            # the tree still catches what ast.parse lets through (a misplaced __future__ import).
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", SyntaxWarning)  # about the user's code, not the fix
+                new_tree = ast.parse(new_source)
+                compile(new_tree, module_name, "exec", dont_inherit=True)
+        except SyntaxError as exc:
+            compile(module.tree, module_name, "exec", dont_inherit=True)  # the input's own error wins
+            raise FixError(f"the fixed file would not compile ({exc.msg}, line {exc.lineno})") from exc
+    finally:
+        module.release()
     fixed = ModuleAnalysis(new_source, settings, module_name, path, new_tree)
-    # Only the code of fixes uses the quote (a tokenization of the file), and any fix found in
-    # the fixed file is an error, whatever its code.
-    fixed.quote = '"'
-    remaining = _check(fixed, group_names)
+    try:
+        # Only the code of fixes uses the quote (a tokenization of the file), and any fix found
+        # in the fixed file is an error, whatever its code.
+        fixed.quote = '"'
+        remaining = _check(fixed, group_names)
+    finally:
+        fixed.release()
     if any(f.fix is not None for f in remaining):
         raise FixError(f"fixing is not stable: {remaining[0].code} still applies at line {remaining[0].line}")
     return new_source, fixable, remaining
