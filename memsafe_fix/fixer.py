@@ -20,6 +20,7 @@ from typing import Iterable, Optional, Sequence, Union
 
 import libcst as cst
 
+from memsafe_fix.analysis.module import calls_in_visiting_order
 from memsafe_fix.edits import (
     AddArgument,
     AppendStatements,
@@ -177,15 +178,7 @@ def _apply_spliced(
 
     call_lines: list[int] = []
     if any(isinstance(edit, (AddArgument, ReplaceCallee)) for edit in edits):
-        # Numbered as ``ModuleAnalysis.call_index`` numbers them: by where they start.
-        call_lines = [
-            line
-            for line, *_ in sorted(
-                (node.lineno, node.col_offset, -(node.end_lineno or 0), -(node.end_col_offset or 0))
-                for node in ast.walk(tree)
-                if isinstance(node, ast.Call)
-            )
-        ]
+        call_lines = [call.lineno for call in calls_in_visiting_order(tree)]
     # Each edit's top-level statement; the module's (None) go to the head of the file.
     owner: list[Optional[int]] = []
     for edit in edits:

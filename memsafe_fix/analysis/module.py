@@ -144,11 +144,7 @@ class ModuleAnalysis:
     def call_index(self) -> dict[int, int]:
         """id() of each call -> its position among all calls, ordered by where they start and,
         for calls starting at the same place, outer first: the order LibCST visits them in."""
-        calls = sorted(
-            (node for node in ast.walk(self.tree) if isinstance(node, ast.Call)),
-            key=lambda c: (c.lineno, c.col_offset, -(c.end_lineno or 0), -(c.end_col_offset or 0)),
-        )
-        return {id(call): index for index, call in enumerate(calls)}
+        return {id(call): index for index, call in enumerate(calls_in_visiting_order(self.tree))}
 
     def self_assignments(self, cls: Def) -> dict[str, list[ast.expr]]:
         """``self.name = value`` in the methods of ``cls``: name -> values (``None`` constants
@@ -209,6 +205,15 @@ class ModuleAnalysis:
         for definition in self.defs:
             definition.__dict__.clear()
         self.__dict__.clear()
+
+
+def calls_in_visiting_order(tree: ast.Module) -> list[ast.Call]:
+    """The calls of ``tree`` ordered by where they start and, for calls starting at the same
+    place, outer first: the order LibCST visits them in, which numbers call edits."""
+    return sorted(
+        (node for node in ast.walk(tree) if isinstance(node, ast.Call)),
+        key=lambda c: (c.lineno, c.col_offset, -(c.end_lineno or 0), -(c.end_col_offset or 0)),
+    )
 
 
 def _suppressions(source: str, tree: ast.Module) -> dict[int, Optional[frozenset[str]]]:
