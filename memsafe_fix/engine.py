@@ -127,7 +127,14 @@ def check_source(source: str, settings: Settings, module_name: str, path: Option
     return _check(ModuleAnalysis(source, settings, module_name, path))
 
 
-def _check(module: ModuleAnalysis, group_names: Optional[dict[str, str]] = None) -> list[Finding]:
+def _check(
+    module: ModuleAnalysis, group_names: Optional[dict[str, str]] = None, *, fixes_applied: bool = True
+) -> list[Finding]:
+    """The findings of the enabled rules, in line order. ``fixes_applied=False``: no fix found
+    will be applied (``--check``, the re-check of a fixed text), so the fixes' code need not
+    use the file's preferred quote, which costs a tokenization of the file."""
+    if not fixes_applied:
+        module.quote = '"'
     context = Context(module, group_names)
     enabled = [rule for rule in ALL_RULES if module.settings.rule_enabled(rule.code, module.path)]
     findings = [finding for rule in enabled for finding in rule.check(context)]
@@ -184,10 +191,7 @@ def fix_source(
         module.release()
     fixed = ModuleAnalysis(new_source, settings, module_name, path, new_tree)
     try:
-        # Only the code of fixes uses the quote (a tokenization of the file), and any fix found
-        # in the fixed file is an error, whatever its code.
-        fixed.quote = '"'
-        remaining = _check(fixed, group_names)
+        remaining = _check(fixed, group_names, fixes_applied=False)  # a fix found here is an error
     finally:
         fixed.release()
     if any(f.fix is not None for f in remaining):
@@ -313,9 +317,7 @@ def _process(job: Job, data: Optional[bytes]) -> FileResult:
         if job.verbose:
             result.patch_targets = patch_targets(module)
         if job.mode is Mode.CHECK:
-            # Only the code of fixes uses the quote (a tokenization), and ``--check`` prints none.
-            module.quote = '"'
-            result.findings = _check(module, job.group_names)
+            result.findings = _check(module, job.group_names, fixes_applied=False)
             module.release()
             _note_added_markers(result)
             return result
@@ -406,21 +408,19 @@ def _check_planned(
         if not module.valid():
             chunks.release(module)
             return None
-        # Only the code of fixes uses the quote, and ``--check`` prints none.
-        module.quote = '"'
         preset_module_facts(module, plan.bases_read_after_super, plan.uses_instance_in_teardown)
         markers |= used_markers(module)
-        if job.verbose:
-            targets += [target for target in patch_targets(module) if chunk.line <= target.line < end]
         # ``--check`` reports whether a finding is fixable, not how: the edits are not kept.
         findings += [
             # Built directly: ``dataclasses.replace`` costs several times more, once a finding.
             Finding(finding.code, finding.line, finding.col, finding.message, _FIXABLE)
             if finding.fix is not None
             else finding
-            for finding in _check(module, job.group_names)
+            for finding in _check(module, job.group_names, fixes_applied=False)
             if chunk.line <= finding.line < end
         ]
+        if job.verbose:  # after ``_check``, which settled that no fix's code needs the file's quote
+            targets += [target for target in patch_targets(module) if chunk.line <= target.line < end]
         chunks.release(module)
     return findings, frozenset(markers), targets
 
